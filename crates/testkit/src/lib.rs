@@ -1,0 +1,7 @@
+//! Test harness shared by integration and end-to-end tests. Everything here starts real programs
+//! (etcd, kubectl, openssl, cfssl, the `kube-aggregator` binary) and kills them when dropped; a
+//! stand-in is used only for kube-apiserver, which cannot run on these machines, and says so.
+
+pub mod etcd;
+pub mod process;
+pub mod tools;
