@@ -3,5 +3,7 @@
 //! stand-in is used only for kube-apiserver, which cannot run on these machines, and says so.
 
 pub mod etcd;
+pub mod kubectl;
 pub mod process;
+pub mod server;
 pub mod tools;
