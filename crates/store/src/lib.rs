@@ -18,12 +18,50 @@
 //!   exactly once; a watch from a revision whose history is gone fails with [`Error::TooOld`]
 //!   (HTTP 410 Gone at the API); a watcher that cannot keep up is ended with
 //!   [`Error::WatcherTooSlow`] instead of buffering without bound.
+//!
+//! Open a store with [`open`] (a `--store` URL, see [`StoreUrl`]) or [`open_with`] (explicit
+//! [`Options`]); shut it down with [`Store::close`], which ends every watch and releases the
+//! embedded directory lock. Design, limits and benchmark numbers: `docs/store.md`.
 
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 pub use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+
+mod codec;
+mod embedded;
+mod etcd;
+mod hub;
+mod options;
+mod revision;
+mod url;
+
+pub use options::Options;
+pub use url::{DEFAULT_ETCD_PREFIX, DEFAULT_STORE_URL, StoreUrl};
+
+/// Opens the store named by a `--store` URL (`embedded:DIR` or
+/// `etcd://host:port[,host:port…][/prefix]`) with default [`Options`].
+///
+/// Fails with [`Error::InvalidUrl`] for a malformed URL, [`Error::Locked`] when another process
+/// holds the embedded data directory, and [`Error::Unavailable`] when etcd cannot be reached.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    open_with(&url.parse()?, Options::default()).await
+}
+
+/// Opens the store named by `url` with explicit [`Options`] (cache and buffer sizes, history
+/// length, bookmark interval, etcd timeouts).
+pub async fn open_with(url: &StoreUrl, options: Options) -> Result<Arc<dyn Store>> {
+    options.validate()?;
+    match url {
+        StoreUrl::Embedded { dir } => {
+            Ok(Arc::new(embedded::EmbeddedStore::open(dir, options).await?))
+        }
+        StoreUrl::Etcd { endpoints, prefix } => Ok(Arc::new(
+            etcd::EtcdStore::open(endpoints, prefix, options).await?,
+        )),
+    }
+}
 
 /// The result type of every store operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -107,6 +145,31 @@ pub enum Error {
     /// Stored bytes could not be decoded, or an object could not be encoded.
     #[error("storage encoding error: {0}")]
     Encoding(String),
+    /// The object cannot be stored as given, e.g. it has no `metadata.name` (the API layer
+    /// validates objects first, so reaching this is a bug there: 500 at the API).
+    #[error("invalid object: {0}")]
+    InvalidObject(String),
+    /// The store's options are out of range (e.g. a zero watcher buffer).
+    #[error("invalid store options: {0}")]
+    InvalidOptions(String),
+    /// The embedded database failed: an I/O error or a damaged file (500 at the API).
+    #[error("embedded database error ({context}): {source}")]
+    Embedded {
+        /// What the store was doing.
+        context: String,
+        /// The database's error (shared: one failed commit fails every write batched into it).
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+    /// The data directory or its database file could not be opened, created or locked.
+    #[error("cannot open data directory {dir}: {source}")]
+    DataDir {
+        /// The data directory.
+        dir: String,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Any other back-end failure (500 at the API).
     #[error("storage error: {0}")]
     Internal(String),
@@ -216,18 +279,23 @@ impl fmt::Debug for Watch {
 /// only sets `metadata.resourceVersion`.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Stores a new object. Fails with [`Error::AlreadyExists`] if the name is taken. Returns the
-    /// stored object with its new resourceVersion.
+    /// Stores a new object. Fails with [`Error::AlreadyExists`] if the name is taken and
+    /// [`Error::InvalidObject`] without a `metadata.name`. Any resourceVersion on `object` is
+    /// ignored (rejecting one is the API layer's choice). Returns the stored object with its new
+    /// resourceVersion.
     async fn create(&self, object: APIService) -> Result<APIService>;
 
     /// Replaces an existing object if its stored resourceVersion equals
-    /// `object.metadata.resourceVersion` (which must be set), otherwise [`Error::Conflict`]; a
-    /// missing object gives [`Error::NotFound`]. Returns the stored object with its new
+    /// `object.metadata.resourceVersion`, otherwise [`Error::Conflict`]; a missing object gives
+    /// [`Error::NotFound`]. An unset resourceVersion gives [`Error::InvalidObject`] (upstream
+    /// rejects unconditional updates of APIServices before storage) and one this store never
+    /// produced [`Error::InvalidResourceVersion`]. Returns the stored object with its new
     /// resourceVersion.
     async fn update(&self, object: APIService) -> Result<APIService>;
 
-    /// Deletes an object, checking the preconditions if given. Returns the object's last state with
-    /// the deletion's resourceVersion.
+    /// Deletes an object, checking the preconditions if given ([`Error::Conflict`] with
+    /// upstream's "Precondition failed: …" message when one does not hold). Returns the object's
+    /// last state with the deletion's resourceVersion.
     async fn delete(&self, name: &str, preconditions: Option<&Preconditions>)
     -> Result<APIService>;
 
@@ -237,16 +305,36 @@ pub trait Store: Send + Sync + 'static {
     /// Lists all objects. `at = None` reads the latest revision; `at = Some(rv)` reads exactly at
     /// that revision (Kubernetes `resourceVersionMatch=Exact`), failing with [`Error::TooOld`] when
     /// that history is gone and [`Error::TooNew`] when it is in the future.
+    ///
+    /// `"0"` is not special here: it is older than any history, so it gives [`Error::TooOld`].
+    /// Kubernetes' "any resourceVersion" meaning of `"0"` (and of `""`) is the API layer's to
+    /// implement, e.g. as `at = None`.
     async fn list(&self, at: Option<&str>) -> Result<ListResult>;
 
-    /// Watches all objects for changes after revision `from` (exclusive). `None` means "from now".
-    /// Fails with [`Error::TooOld`] if `from` is older than the retained history.
+    /// Watches all objects for changes after revision `from` (exclusive). `None` means "from now":
+    /// after the store's current revision, so no write acknowledged before the call is reported.
+    /// Fails with [`Error::TooOld`] if `from` is older than the retained history (the embedded
+    /// revision log; on etcd the in-memory watch cache, as upstream's watch cache), with
+    /// [`Error::TooNew`] if it is newer than the store's current revision, and with
+    /// [`Error::Unavailable`] while the back-end is unreachable (watches already open stay open
+    /// and resume without a gap). As for [`Store::list`], `"0"` is not special.
+    ///
+    /// A watch may also end with an `Err` item: [`Error::WatcherTooSlow`] when its buffer
+    /// ([`Options::watcher_buffer`]) filled up, [`Error::TooOld`] when etcd compacted events the
+    /// store had not yet seen. Either way the client must list and watch again.
     async fn watch(&self, from: Option<&str>) -> Result<Watch>;
 
-    /// The latest revision the store has committed.
+    /// The latest revision the store has committed (on etcd: etcd's current revision, which also
+    /// counts writes to keys outside the prefix).
     async fn current_resource_version(&self) -> Result<String>;
 
     /// Orders two resourceVersions produced by this store (for `resourceVersionMatch=NotOlderThan`
     /// and watch-cache decisions in the API layer), or [`Error::InvalidResourceVersion`].
     fn compare_resource_versions(&self, a: &str, b: &str) -> Result<std::cmp::Ordering>;
+
+    /// Shuts the store down: every open [`Watch`] ends (its `next()` returns `None`), writes that
+    /// were already accepted are committed, the back-end connection or the embedded database file
+    /// and its directory lock are released. Afterwards every operation fails with
+    /// [`Error::Unavailable`]. Calling it twice is harmless.
+    async fn close(&self) -> Result<()>;
 }
