@@ -32,3 +32,65 @@ where
 {
     body.map_err(Into::into).boxed_unsync()
 }
+
+/// A body that fails with a timeout error once `deadline` passes: the 5 s limit of
+/// `/apis/<group>/<version>` covers the whole response, as Go's request context does.
+pub(crate) struct DeadlineBody {
+    inner: Body,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    after: std::time::Duration,
+}
+
+impl DeadlineBody {
+    pub(crate) fn new(
+        inner: Body,
+        deadline: tokio::time::Instant,
+        after: std::time::Duration,
+    ) -> Self {
+        DeadlineBody {
+            inner,
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            after,
+        }
+    }
+}
+
+/// The error a [`DeadlineBody`] ends with.
+#[derive(Debug)]
+pub(crate) struct BodyTimeout(pub(crate) std::time::Duration);
+
+impl std::fmt::Display for BodyTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the backend did not finish the response within {:?}",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for BodyTimeout {}
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if this.sleep.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(Some(Err(Box::new(BodyTimeout(this.after)))));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
