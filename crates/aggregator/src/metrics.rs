@@ -1,0 +1,237 @@
+//! `/metrics` in Prometheus text format: upstream's request counter and latency histogram,
+//! in-flight and long-running (watch) gauges, and the aggregator's own series.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Upstream's `apiserver_request_duration_seconds` buckets.
+const BUCKETS: [f64; 23] = [
+    0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0,
+    10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
+];
+
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// All series. Cheap to share (`Arc`); every metric is atomic or a lock-striped family.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+    durations: Family<Labels, Histogram, fn() -> Histogram>,
+    inflight: Family<Labels, Gauge>,
+    watches: Gauge,
+    watch_count: AtomicI64,
+    discovery_aggregations: Counter,
+    unavailable: Family<Labels, Gauge>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Decrements the watch gauge when dropped.
+#[derive(Debug)]
+pub struct WatchGuard(Arc<Metrics>);
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.0.watches.dec();
+        self.0.watch_count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Decrements an in-flight gauge when dropped.
+pub struct InflightGuard(Gauge);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Metrics {
+    /// Registers every series.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "apiserver_request",
+            "Counter of apiserver requests broken out for each verb, group, version, resource, subresource and HTTP response code.",
+            requests.clone(),
+        );
+        let durations = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+            histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "apiserver_request_duration_seconds",
+            "Response latency distribution in seconds for each verb, group, version, resource and subresource.",
+            durations.clone(),
+        );
+        let inflight = Family::<Labels, Gauge>::default();
+        registry.register(
+            "apiserver_current_inflight_requests",
+            "Maximal number of currently used inflight request limit of this apiserver per request kind in last second.",
+            inflight.clone(),
+        );
+        let watches = Gauge::default();
+        registry.register(
+            "apiserver_longrunning_requests",
+            "Gauge of all active long-running apiserver requests (watches).",
+            watches.clone(),
+        );
+        let discovery_aggregations = Counter::default();
+        registry.register(
+            "aggregator_discovery_aggregation_count",
+            "Counter of number of times discovery was aggregated",
+            discovery_aggregations.clone(),
+        );
+        let unavailable = Family::<Labels, Gauge>::default();
+        registry.register(
+            "aggregator_unavailable_apiservice",
+            "Gauge of APIServices which are marked as unavailable broken down by APIService name.",
+            unavailable.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            durations,
+            inflight,
+            watches,
+            watch_count: AtomicI64::new(0),
+            discovery_aggregations,
+            unavailable,
+        }
+    }
+
+    /// Records a finished request.
+    #[allow(clippy::too_many_arguments)]
+    pub fn request(
+        &self,
+        verb: &str,
+        group: &str,
+        version: &str,
+        resource: &str,
+        subresource: &str,
+        code: u16,
+        seconds: f64,
+    ) {
+        let base: Labels = vec![
+            ("verb", verb.to_ascii_uppercase()),
+            ("group", group.to_owned()),
+            ("version", version.to_owned()),
+            ("resource", resource.to_owned()),
+            ("subresource", subresource.to_owned()),
+        ];
+        self.durations.get_or_create(&base).observe(seconds);
+        let mut with_code = base;
+        with_code.push(("code", code.to_string()));
+        self.requests.get_or_create(&with_code).inc();
+    }
+
+    /// Counts an in-flight request of `kind` (`readOnly` or `mutating`) until the guard drops.
+    pub fn inflight(&self, kind: &'static str) -> InflightGuard {
+        let g = self
+            .inflight
+            .get_or_create_owned(&vec![("request_kind", kind.to_owned())]);
+        g.inc();
+        InflightGuard(g)
+    }
+
+    /// Counts a running watch until the guard drops.
+    pub fn watch_guard(self: &Arc<Self>) -> WatchGuard {
+        self.watches.inc();
+        self.watch_count.fetch_add(1, Ordering::Relaxed);
+        WatchGuard(self.clone())
+    }
+
+    /// Running watches.
+    pub fn watches(&self) -> i64 {
+        self.watch_count.load(Ordering::Relaxed)
+    }
+
+    /// Discovery was recomputed.
+    pub fn discovery_aggregated(&self) {
+        self.discovery_aggregations.inc();
+    }
+
+    /// Sets `aggregator_unavailable_apiservice{name}` (1 unavailable, 0 available).
+    pub fn set_unavailable(&self, name: &str, unavailable: bool) {
+        self.unavailable
+            .get_or_create(&vec![("name", name.to_owned())])
+            .set(i64::from(unavailable));
+    }
+
+    /// Drops the series of a deleted APIService.
+    pub fn forget_apiservice(&self, name: &str) {
+        self.unavailable.remove(&vec![("name", name.to_owned())]);
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        let _ = encode(&mut s, &self.registry);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_the_series() {
+        let m = Arc::new(Metrics::new());
+        m.request(
+            "get",
+            "apiregistration.k8s.io",
+            "v1",
+            "apiservices",
+            "",
+            200,
+            0.01,
+        );
+        let g = m.inflight("readOnly");
+        let w = m.watch_guard();
+        assert_eq!(m.watches(), 1);
+        m.set_unavailable("v1.x", true);
+        let text = m.encode();
+        assert!(text.contains("apiserver_request_total{verb=\"GET\",group=\"apiregistration.k8s.io\",version=\"v1\",resource=\"apiservices\",subresource=\"\",code=\"200\"} 1"), "{text}");
+        assert!(
+            text.contains("apiserver_request_duration_seconds_bucket{"),
+            "{text}"
+        );
+        assert!(
+            text.contains("apiserver_current_inflight_requests{request_kind=\"readOnly\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("apiserver_longrunning_requests 1"), "{text}");
+        assert!(
+            text.contains("aggregator_unavailable_apiservice{name=\"v1.x\"} 1"),
+            "{text}"
+        );
+        drop((g, w));
+        assert_eq!(m.watches(), 0);
+        assert!(
+            m.encode()
+                .contains("apiserver_current_inflight_requests{request_kind=\"readOnly\"} 0")
+        );
+    }
+}
