@@ -67,9 +67,13 @@ pub struct Config {
     /// `--aggregator-reject-forwarding-redirect`: turn backend redirects into 502. By default
     /// true.
     pub aggregator_reject_forwarding_redirect: bool,
-    /// `--delegate-url`: where local APIServices and paths nobody owns are sent. By default
-    /// none (404).
+    /// `--delegate-url`: where local APIServices and paths nobody owns are sent (normally a
+    /// kube-apiserver), with the proxy client certificate and the caller's identity in
+    /// `X-Remote-*` headers. By default none (404).
     pub delegate_url: Option<http::Uri>,
+    /// `--delegate-ca-file`: the CA bundle that verifies the delegate's serving certificate.
+    /// By default none: the system roots.
+    pub delegate_ca_file: Option<PathBuf>,
     /// `--max-requests-inflight`: concurrent non-mutating requests (watches excluded) before
     /// 429. 0 means no limit. By default 400.
     pub max_requests_inflight: usize,
@@ -109,6 +113,7 @@ impl Default for Config {
             enable_aggregator_routing: false,
             aggregator_reject_forwarding_redirect: true,
             delegate_url: None,
+            delegate_ca_file: None,
             max_requests_inflight: 400,
             max_mutating_requests_inflight: 200,
             max_request_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -127,6 +132,30 @@ pub fn parse_url(s: &str) -> Result<http::Uri, Error> {
 }
 
 impl Config {
+    /// The identity headers the proxy writes to backends and the delegate (the first name of
+    /// each list) and strips from what clients send (every name): the `--requestheader-*`
+    /// flags, each empty list meaning the standard name (`X-Remote-User`, `X-Remote-Uid`,
+    /// `X-Remote-Group`, `X-Remote-Extra-`). The UID is written whenever the user has one.
+    pub fn proxy_header_names(&self) -> Result<front_proxy::HeaderNames, Error> {
+        let Some(rh) = &self.request_header else {
+            return Ok(front_proxy::HeaderNames::default());
+        };
+        let or = |v: &Vec<String>, d: &str| {
+            if v.is_empty() {
+                vec![d.to_owned()]
+            } else {
+                v.clone()
+            }
+        };
+        front_proxy::HeaderNames::from_flags(
+            &or(&rh.username_headers, front_proxy::X_REMOTE_USER.as_str()),
+            &or(&rh.uid_headers, front_proxy::X_REMOTE_UID.as_str()),
+            &or(&rh.group_headers, front_proxy::X_REMOTE_GROUP.as_str()),
+            &or(&rh.extra_headers_prefix, front_proxy::X_REMOTE_EXTRA_PREFIX),
+        )
+        .map_err(Error::RequestHeader)
+    }
+
     /// The address to listen on.
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.bind_address, self.secure_port)
@@ -177,8 +206,17 @@ impl Config {
             crate::authz::AbacPolicy::load(policy)?;
         }
         if let Some(map) = &self.service_map {
-            std::fs::metadata(map).map_err(|e| Error::read(map, e))?;
+            proxy::ServiceMapResolver::load(map).map_err(Error::Proxy)?;
         }
+        if let Some(ca) = &self.delegate_ca_file {
+            if self.delegate_url.is_none() {
+                return Err(Error::Config(
+                    "--delegate-ca-file requires --delegate-url".into(),
+                ));
+            }
+            crate::tls::load_ca_bundle(ca)?;
+        }
+        self.proxy_header_names()?;
         if let Some(url) = &self.delegate_url
             && url.scheme_str() != Some("https")
             && url.scheme_str() != Some("http")
@@ -195,6 +233,35 @@ impl Config {
         if self.request_header_read_timeout.is_zero() || self.request_timeout.is_zero() {
             return Err(Error::Config("timeouts must be positive".into()));
         }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_header_names_follow_the_requestheader_flags() -> Result<(), Error> {
+        let standard = Config::default().proxy_header_names()?;
+        assert_eq!(standard, front_proxy::HeaderNames::default());
+        let config = Config {
+            request_header: Some(RequestHeaderFlags {
+                client_ca_file: PathBuf::from("ca.pem"),
+                allowed_names: vec![],
+                username_headers: vec!["X-Proxy-User".into(), "X-Remote-User".into()],
+                uid_headers: vec![],
+                group_headers: vec![],
+                extra_headers_prefix: vec!["X-Proxy-Extra-".into()],
+            }),
+            ..Config::default()
+        };
+        let names = config.proxy_header_names()?;
+        assert_eq!(names.username[0], "x-proxy-user");
+        assert_eq!(names.username.len(), 2);
+        assert_eq!(names.uid, [front_proxy::X_REMOTE_UID]);
+        assert_eq!(names.group, [front_proxy::X_REMOTE_GROUP]);
+        assert_eq!(names.extra_prefixes, ["X-Proxy-Extra-"]);
         Ok(())
     }
 }

@@ -45,6 +45,10 @@ pub enum Error {
     /// Generating the fallback self-signed serving certificate failed.
     #[error("generating a self-signed serving certificate: {0}")]
     SelfSigned(#[source] pki::Error),
+    /// The proxy's inputs are unusable: the proxy client certificate or key, the service map,
+    /// the delegate URL or its CA.
+    #[error("{0}")]
+    Proxy(#[source] proxy::Error),
     /// The store failed in a way the server cannot recover from at start-up.
     #[error("store: {0}")]
     Store(#[source] store::Error),

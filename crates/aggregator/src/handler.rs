@@ -28,7 +28,7 @@ use crate::forward::{ForwardTarget, Forwarder, RequestContext};
 use crate::health::{self, Check};
 use crate::impersonate::{self, Refused};
 use crate::metrics::Metrics;
-use crate::openapi::OpenApi;
+use crate::openapi::{OpenApi, OpenApiOwner, OpenApiRoutes};
 use crate::registry::{self, Registry};
 use crate::request_info::{RequestInfo, query_pairs};
 use crate::response;
@@ -49,6 +49,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// OpenAPI documents.
     pub openapi: OpenApi,
+    /// The merged `/openapi/v3` index and the owner of each entry (the OpenAPI controller).
+    pub openapi_routes: watch::Receiver<Arc<OpenApiRoutes>>,
     /// `/version`.
     pub version: Bytes,
     /// `/apis/apiregistration.k8s.io/v1`.
@@ -395,9 +397,11 @@ fn decide(state: &AppState, req: &Request<Body>, info: &RequestInfo) -> Route {
                 None => Route::Delegate,
             }
         }
+        // §3.8: a `v1.` APIService owns `/api`; without one it is the delegate's (404 without
+        // a delegate, which client-go reads as "no legacy group").
         ["api", ..] => match &serving.core {
             Some(svc) => Route::ApiService(svc.clone(), segs.len() == 2 && segs[1] == "v1"),
-            None => answer(response::status(&Status::not_found_path())),
+            None => Route::Delegate,
         },
         ["openapi", "v3"] if get => answer(openapi_index(state, req)),
         [
@@ -407,6 +411,21 @@ fn decide(state: &AppState, req: &Request<Body>, info: &RequestInfo) -> Route {
             discovery::GROUP,
             discovery::VERSION,
         ] if get => answer(openapi_doc(state, req)),
+        // §4.2: another index entry is forwarded, query included, to the source that listed it.
+        ["openapi", "v3", rest @ ..] if get && !rest.is_empty() => {
+            let key = rest.join("/");
+            let owner = state.openapi_routes.borrow().owners.get(&key).cloned();
+            match owner {
+                Some(OpenApiOwner::ApiService(name)) => match serving.snapshot.items.get(&name) {
+                    Some(svc) => Route::ApiService(svc.clone(), false),
+                    None => answer(response::status(&Status::not_found_path())),
+                },
+                Some(OpenApiOwner::Delegate) => Route::Delegate,
+                Some(OpenApiOwner::Local) | None => {
+                    answer(response::status(&Status::not_found_path()))
+                }
+            }
+        }
         ["openapi", ..] => answer(response::status(&Status::not_found_path())),
         ["version" | "metrics" | "apis" | ""] | ["apis", _] => {
             answer(response::status(&Status::method_not_allowed()))
@@ -561,7 +580,8 @@ fn openapi_index(state: &AppState, req: &Request<Body>) -> Response<Body> {
     if !openapi_accepts_json(req) {
         return response::status(&Status::not_acceptable(&["application/json"]));
     }
-    response::bytes(StatusCode::OK, response::JSON, state.openapi.index.clone())
+    let index = state.openapi_routes.borrow().index.clone();
+    response::bytes(StatusCode::OK, response::JSON, index)
 }
 
 /// kube-openapi `handler3`: a stale `?hash=` redirects (301) to the current one; a matching

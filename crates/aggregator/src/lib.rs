@@ -6,7 +6,9 @@
 //! discovery ([`discovery`]), OpenAPI ([`openapi`]), authentication ([`authn`]),
 //! impersonation ([`impersonate`]) and authorization ([`authz`]), reloadable TLS ([`tls`]),
 //! health and metrics, wired by [`server`]. Forwarding to extension servers and the delegate
-//! goes through the [`forward`] seam, which the `proxy` crate implements.
+//! goes through the [`forward`] seam; [`proxying`] implements it over the `proxy` crate's
+//! engine, and the [`controllers`] keep availability, backend discovery and the OpenAPI index
+//! up to date. [`preflight`] lists start-up warnings.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), aggregator::Error> {
@@ -26,6 +28,7 @@
 pub mod authn;
 pub mod authz;
 pub mod config;
+pub mod controllers;
 pub mod discovery;
 mod error;
 pub mod forward;
@@ -35,6 +38,8 @@ pub mod impersonate;
 pub mod informer;
 pub mod metrics;
 pub mod openapi;
+pub mod preflight;
+pub mod proxying;
 pub mod registry;
 pub mod request_info;
 pub mod response;
@@ -47,5 +52,5 @@ pub use discovery::{BackendDiscovery, FetchedVersion};
 pub use error::Error;
 pub use forward::{ForwardTarget, Forwarder, RequestContext};
 pub use informer::Snapshot;
-pub use registry::StatusWriter;
+pub use registry::{ConditionUpdate, StatusWriter};
 pub use server::Server;

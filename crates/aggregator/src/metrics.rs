@@ -1,8 +1,10 @@
 //! `/metrics` in Prometheus text format: upstream's request counter and latency histogram,
 //! in-flight and long-running (watch) gauges, and the aggregator's own series.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -33,6 +35,10 @@ pub struct Metrics {
     watch_count: AtomicI64,
     discovery_aggregations: Counter,
     unavailable: Family<Labels, Gauge>,
+    /// `aggregator_unavailable_apiservice_total{name,reason}`, written by hand in the 0.0.4
+    /// text format: prometheus-client names a counter family after its samples without
+    /// `_total`, which would clash with the gauge `aggregator_unavailable_apiservice`.
+    unavailable_total: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -118,6 +124,7 @@ impl Metrics {
             watch_count: AtomicI64::new(0),
             discovery_aggregations,
             unavailable,
+            unavailable_total: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -184,12 +191,53 @@ impl Metrics {
         self.unavailable.remove(&vec![("name", name.to_owned())]);
     }
 
+    /// Counts a flip of APIService `name` from available to unavailable with `reason`
+    /// (`aggregator_unavailable_apiservice_total`, upstream-behaviour.md §2.3).
+    pub fn unavailable_transition(&self, name: &str, reason: &str) {
+        let mut counts = match self.unavailable_total.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *counts
+            .entry((name.to_owned(), reason.to_owned()))
+            .or_default() += 1;
+    }
+
     /// The text exposition.
     pub fn encode(&self) -> String {
         let mut s = String::new();
         let _ = encode(&mut s, &self.registry);
+        let counts = match self.unavailable_total.lock() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let mut extra = String::from(
+            "# HELP aggregator_unavailable_apiservice_total Counter of APIServices which are marked as unavailable broken down by APIService name and reason.\n\
+             # TYPE aggregator_unavailable_apiservice_total counter\n",
+        );
+        for ((name, reason), n) in &counts {
+            let _ = writeln!(
+                extra,
+                "aggregator_unavailable_apiservice_total{{name=\"{}\",reason=\"{}\"}} {n}",
+                escape_label(name),
+                escape_label(reason)
+            );
+        }
+        // Before the OpenMetrics terminator, which ends the exposition for parsers that know it.
+        match s.rfind("# EOF") {
+            Some(at) => s.insert_str(at, &extra),
+            None => s.push_str(&extra),
+        }
         s
     }
+}
+
+/// A label value as the text format wants it: backslash, double quote and newline escaped.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -227,6 +275,19 @@ mod tests {
             text.contains("aggregator_unavailable_apiservice{name=\"v1.x\"} 1"),
             "{text}"
         );
+        m.unavailable_transition("v1.x", "FailedDiscoveryCheck");
+        m.unavailable_transition("v1.x", "FailedDiscoveryCheck");
+        m.unavailable_transition("v1.\"q\"", "MissingEndpoints");
+        let text = m.encode();
+        assert!(
+            text.contains("aggregator_unavailable_apiservice_total{name=\"v1.x\",reason=\"FailedDiscoveryCheck\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("{name=\"v1.\\\"q\\\"\",reason=\"MissingEndpoints\"} 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
         drop((g, w));
         assert_eq!(m.watches(), 0);
         assert!(

@@ -4,7 +4,10 @@
 //! `fieldValidation` parameter and only merge/JSON/apply patch bodies, descriptions for
 //! `kubectl explain`), served with kube-openapi's `?hash=` semantics.
 
+use std::collections::{BTreeMap, HashMap};
+
 use bytes::Bytes;
+use proxy::{OpenApiV3Index, OpenApiV3Path};
 use serde_json::{Value, json};
 
 const AGG: &str = "io.k8s.kube-aggregator.pkg.apis.apiregistration.v1";
@@ -562,9 +565,143 @@ impl OpenApi {
     }
 }
 
+/// Who serves the document of one `/openapi/v3` index entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenApiOwner {
+    /// This server (`apis/apiregistration.k8s.io/v1`).
+    Local,
+    /// The remote APIService of this name: its backend gets the request.
+    ApiService(String),
+    /// The delegate (`--delegate-url`).
+    Delegate,
+}
+
+/// The merged `/openapi/v3` index and who owns each entry (upstream-behaviour.md §4.2),
+/// recomputed when a source's index changes, never per request.
+#[derive(Debug, Clone)]
+pub struct OpenApiRoutes {
+    /// The merged index (`{"paths": {...}}`), served as `/openapi/v3`.
+    pub index: Bytes,
+    /// Owner of each index key (`apis/<group>/<version>`, `api/v1`, …).
+    pub owners: HashMap<String, OpenApiOwner>,
+}
+
+impl OpenApiRoutes {
+    /// Only this server's own entry.
+    pub fn local(own: &OpenApi) -> OpenApiRoutes {
+        merge(own, &BTreeMap::new(), None)
+    }
+}
+
+/// What one remote APIService contributes: the entry for its own group-version, taken from its
+/// backend's index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteEntry {
+    /// The index key, `apis/<group>/<version>` (`api/<version>` for the core group).
+    pub key: String,
+    /// The backend's entry (its `?hash=` included).
+    pub path: OpenApiV3Path,
+}
+
+/// Merges the indexes. Precedence, so that no source can take another's documents: our own
+/// entry; then each remote APIService's own group-version only (upstream takes every path a
+/// backend lists, so one backend could claim `version` or another group); then the delegate's
+/// entries for whatever is left.
+pub fn merge(
+    own: &OpenApi,
+    remote: &BTreeMap<String, RemoteEntry>,
+    delegate: Option<&OpenApiV3Index>,
+) -> OpenApiRoutes {
+    let mut paths: BTreeMap<String, OpenApiV3Path> = BTreeMap::new();
+    let mut owners = HashMap::new();
+    paths.insert(
+        GV_PATH.to_owned(),
+        OpenApiV3Path {
+            server_relative_url: format!("/openapi/v3/{GV_PATH}?hash={}", own.hash),
+        },
+    );
+    owners.insert(GV_PATH.to_owned(), OpenApiOwner::Local);
+    for (name, entry) in remote {
+        if !owners.contains_key(&entry.key) {
+            paths.insert(entry.key.clone(), entry.path.clone());
+            owners.insert(entry.key.clone(), OpenApiOwner::ApiService(name.clone()));
+        }
+    }
+    if let Some(delegate) = delegate {
+        for (key, path) in &delegate.paths {
+            if !owners.contains_key(key) {
+                paths.insert(key.clone(), path.clone());
+                owners.insert(key.clone(), OpenApiOwner::Delegate);
+            }
+        }
+    }
+    let index = OpenApiV3Index { paths };
+    OpenApiRoutes {
+        index: Bytes::from(serde_json::to_vec(&index).unwrap_or_default()),
+        owners,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merged_index_keeps_each_source_to_its_own_entries() {
+        let own = OpenApi::build();
+        let entry = |key: &str, hash: &str| RemoteEntry {
+            key: key.into(),
+            path: OpenApiV3Path {
+                server_relative_url: format!("/openapi/v3/{key}?hash={hash}"),
+            },
+        };
+        let mut remote = BTreeMap::new();
+        remote.insert(
+            "v1beta1.metrics.k8s.io".to_owned(),
+            entry("apis/metrics.k8s.io/v1beta1", "M"),
+        );
+        // A backend registered for our own group cannot replace our document.
+        remote.insert(
+            "v1.apiregistration.k8s.io".to_owned(),
+            entry(GV_PATH, "EVIL"),
+        );
+        let mut delegate = OpenApiV3Index::default();
+        for key in ["api/v1", "apis/apps/v1", "apis/metrics.k8s.io/v1beta1"] {
+            delegate.paths.insert(
+                key.into(),
+                OpenApiV3Path {
+                    server_relative_url: format!("/openapi/v3/{key}?hash=D"),
+                },
+            );
+        }
+        let routes = merge(&own, &remote, Some(&delegate));
+        let index: Value = serde_json::from_slice(&routes.index).unwrap_or_default();
+        assert_eq!(
+            index["paths"][GV_PATH]["serverRelativeURL"],
+            format!("/openapi/v3/{GV_PATH}?hash={}", own.hash)
+        );
+        assert_eq!(
+            index["paths"]["apis/metrics.k8s.io/v1beta1"]["serverRelativeURL"],
+            "/openapi/v3/apis/metrics.k8s.io/v1beta1?hash=M"
+        );
+        assert_eq!(
+            index["paths"]["api/v1"]["serverRelativeURL"],
+            "/openapi/v3/api/v1?hash=D"
+        );
+        assert_eq!(routes.owners[GV_PATH], OpenApiOwner::Local);
+        assert_eq!(
+            routes.owners["apis/metrics.k8s.io/v1beta1"],
+            OpenApiOwner::ApiService("v1beta1.metrics.k8s.io".into())
+        );
+        assert_eq!(routes.owners["apis/apps/v1"], OpenApiOwner::Delegate);
+        assert_eq!(routes.owners.len(), 4);
+        // Without other sources the index is exactly our own.
+        let local = OpenApiRoutes::local(&own);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&local.index).unwrap_or_default(),
+            serde_json::from_slice::<Value>(&own.index).unwrap_or_default()
+        );
+    }
 
     #[test]
     fn what_kubectl_needs_is_there() {

@@ -28,7 +28,7 @@ use crate::forward::Forwarder;
 use crate::handler::{self, AppState, ConnInfo};
 use crate::informer::{self, Snapshot};
 use crate::metrics::Metrics;
-use crate::openapi::OpenApi;
+use crate::openapi::{OpenApi, OpenApiRoutes};
 use crate::registry::{Registry, StatusWriter};
 use crate::tls;
 
@@ -45,6 +45,7 @@ pub struct Server {
     snapshot_tx: watch::Sender<Arc<Snapshot>>,
     backend_tx: watch::Sender<Arc<BackendDiscovery>>,
     serving_tx: watch::Sender<Arc<ServingState>>,
+    openapi_tx: watch::Sender<Arc<OpenApiRoutes>>,
     shutdown_tx: watch::Sender<bool>,
     header_read_timeout: Duration,
     shutdown_timeout: Duration,
@@ -99,6 +100,8 @@ impl Server {
             metrics.clone(),
         );
         let limit = |n: usize| (n > 0).then(|| Arc::new(Semaphore::new(n)));
+        let openapi = OpenApi::build();
+        let (openapi_tx, openapi_rx) = watch::channel(Arc::new(OpenApiRoutes::local(&openapi)));
         let state = Arc::new(AppState {
             authn,
             authz,
@@ -106,7 +109,8 @@ impl Server {
             serving: serving_rx,
             forwarder,
             metrics,
-            openapi: OpenApi::build(),
+            openapi,
+            openapi_routes: openapi_rx,
             version: Bytes::from(serde_json::to_vec(&crate::version::info()).unwrap_or_default()),
             own_resource_list: discovery::own_resource_list(),
             readonly_limit: limit(config.max_requests_inflight),
@@ -128,6 +132,7 @@ impl Server {
             snapshot_tx,
             backend_tx,
             serving_tx,
+            openapi_tx,
             shutdown_tx,
             header_read_timeout: config.request_header_read_timeout,
             shutdown_timeout: config.shutdown_timeout,
@@ -163,6 +168,21 @@ impl Server {
         self.state.metrics.clone()
     }
 
+    /// Where the merged OpenAPI v3 index is published (the OpenAPI controller).
+    pub fn openapi_routes(&self) -> watch::Sender<Arc<OpenApiRoutes>> {
+        self.openapi_tx.clone()
+    }
+
+    /// This server's own OpenAPI documents.
+    pub fn own_openapi(&self) -> OpenApi {
+        self.state.openapi.clone()
+    }
+
+    /// Turns true when [`Server::run`] begins to shut down (controllers stop on it).
+    pub fn shutdown_watch(&self) -> watch::Receiver<bool> {
+        self.shutdown_tx.subscribe()
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, fails `/readyz`, ends watches
     /// and waits up to the shutdown timeout for in-flight requests.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
@@ -175,6 +195,7 @@ impl Server {
             snapshot_tx,
             backend_tx,
             serving_tx,
+            openapi_tx: _,
             shutdown_tx,
             header_read_timeout,
             shutdown_timeout,

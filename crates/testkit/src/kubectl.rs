@@ -44,6 +44,11 @@ pub fn binary() -> Result<PathBuf> {
     Ok(versioned)
 }
 
+/// Standard base64 (e.g. an APIService `caBundle` in YAML).
+pub fn base64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
 /// A kubeconfig authenticating with a bearer token.
 pub fn token_kubeconfig(server: &str, ca_pem: &str, token: &str) -> String {
     let server = serde_json::to_string(server).unwrap_or_default();

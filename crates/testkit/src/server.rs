@@ -217,6 +217,108 @@ impl HttpResponse {
     }
 }
 
+/// A TLS client configuration trusting `ca_pem`, optionally with a client certificate
+/// `(cert_pem, key_pem)`. No ALPN, so the server speaks HTTP/1.1.
+fn client_config(ca_pem: &str, identity: Option<(&str, &str)>) -> Result<rustls::ClientConfig> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c?)?;
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    Ok(match identity {
+        Some((cert, key)) => {
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<_, _>>()?;
+            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_slice(key.as_bytes())?)?
+        }
+        None => builder.with_no_client_auth(),
+    })
+}
+
+/// One blocking HTTPS/1.1 connection for what [`https_request`] cannot do: reading a
+/// streamed (chunked) body piece by piece, or taking over the connection after an upgrade.
+pub struct HttpsConn {
+    tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+}
+
+impl std::fmt::Debug for HttpsConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpsConn").finish_non_exhaustive()
+    }
+}
+
+impl HttpsConn {
+    /// Connects to `addr` (server name `localhost`), reads time out after 10 s.
+    pub fn connect(
+        addr: SocketAddr,
+        ca_pem: &str,
+        identity: Option<(&str, &str)>,
+    ) -> Result<HttpsConn> {
+        let conn = rustls::ClientConnection::new(
+            Arc::new(client_config(ca_pem, identity)?),
+            ServerName::try_from("localhost")?.to_owned(),
+        )?;
+        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(HttpsConn {
+            tls: rustls::StreamOwned::new(conn, tcp),
+        })
+    }
+
+    /// Sends a request without a body (and without `Connection: close`) and reads the
+    /// response head: status and headers (names lower-case).
+    pub fn request_head(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, Vec<(String, String)>)> {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        self.tls.write_all(head.as_bytes())?;
+        self.tls.flush()?;
+        crate::backend::read_head(&mut self.tls)
+    }
+
+    /// The next chunk of a chunked body (`None` at its end).
+    pub fn read_chunk(&mut self) -> Result<Option<Vec<u8>>> {
+        let line = self.read_line()?;
+        let size = usize::from_str_radix(line.split(';').next().unwrap_or_default().trim(), 16)
+            .with_context(|| format!("bad chunk size line {line:?}"))?;
+        if size == 0 {
+            let _ = self.read_line();
+            return Ok(None);
+        }
+        let mut chunk = vec![0u8; size];
+        self.tls.read_exact(&mut chunk)?;
+        let mut crlf = [0u8; 2];
+        self.tls.read_exact(&mut crlf)?;
+        Ok(Some(chunk))
+    }
+
+    fn read_line(&mut self) -> Result<String> {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\r\n") {
+            if self.tls.read(&mut byte)? == 0 {
+                bail!("EOF in a chunk size line");
+            }
+            line.push(byte[0]);
+        }
+        line.truncate(line.len() - 2);
+        Ok(String::from_utf8_lossy(&line).into_owned())
+    }
+
+    /// The connection itself (after a 101: the tunnel).
+    pub fn stream(&mut self) -> &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+        &mut self.tls
+    }
+}
+
 /// One blocking HTTPS/1.1 request (`Connection: close`), trusting `ca_pem`, optionally with a
 /// client certificate `(cert_pem, key_pem)`.
 pub fn https_request(
@@ -228,22 +330,8 @@ pub fn https_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<HttpResponse> {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c?)?;
-    }
-    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
-    let config = match identity {
-        Some((cert, key)) => {
-            let chain: Vec<CertificateDer<'static>> =
-                CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<_, _>>()?;
-            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_slice(key.as_bytes())?)?
-        }
-        None => builder.with_no_client_auth(),
-    };
     let conn = rustls::ClientConnection::new(
-        Arc::new(config),
+        Arc::new(client_config(ca_pem, identity)?),
         ServerName::try_from("localhost")?.to_owned(),
     )?;
     let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;

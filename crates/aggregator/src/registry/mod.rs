@@ -995,6 +995,17 @@ pub struct StatusWriter {
     registry: Registry,
 }
 
+/// What [`StatusWriter::update_condition`] did.
+#[derive(Debug, Clone)]
+pub struct ConditionUpdate {
+    /// The condition of that type as stored just before (`None` when there was none).
+    pub previous: Option<APIServiceCondition>,
+    /// The stored object afterwards (the one read when nothing was written).
+    pub object: APIService,
+    /// Whether the condition was written (false when it already matched).
+    pub written: bool,
+}
+
 impl StatusWriter {
     /// Sets `condition` on APIService `name` (lastTransitionTime kept unless the status
     /// flips). Returns the stored object, unchanged when the condition already matched.
@@ -1004,6 +1015,26 @@ impl StatusWriter {
         condition: APIServiceCondition,
         manager: &str,
     ) -> Result<APIService, Status> {
+        match self
+            .update_condition(name, condition, manager, |_| true)
+            .await?
+        {
+            Some(update) => Ok(update.object),
+            None => Err(Status::conflict(GR, name, MODIFIED)),
+        }
+    }
+
+    /// Sets `condition` on APIService `name` if the stored object still satisfies `still_valid`
+    /// (e.g. its spec is the one a probe ran against), comparing before writing and retrying on
+    /// conflicts, so several replicas writing the same result write it once. `Ok(None)` when
+    /// `still_valid` refused the stored object.
+    pub async fn update_condition(
+        &self,
+        name: &str,
+        condition: APIServiceCondition,
+        manager: &str,
+        still_valid: impl Fn(&APIService) -> bool + Send + Sync,
+    ) -> Result<Option<ConditionUpdate>, Status> {
         for _ in 0..5 {
             let current = self
                 .registry
@@ -1011,20 +1042,39 @@ impl StatusWriter {
                 .get(name)
                 .await
                 .map_err(|e| store_error(e, name))?;
+            if !still_valid(&current) {
+                return Ok(None);
+            }
+            let previous = current
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.type_ == condition.type_))
+                .cloned();
             let mut next = current.clone();
             let mut cond = condition.clone();
             if cond.last_transition_time.is_none() {
                 cond.last_transition_time = Some(Time(strategy::now()));
             }
             if !strategy::set_condition(&mut next, cond) {
-                return Ok(current);
+                return Ok(Some(ConditionUpdate {
+                    previous,
+                    object: current,
+                    written: false,
+                }));
             }
             match self
                 .registry
                 .update_object(current, next, Scope::Status, manager, false, false)
                 .await
             {
-                Ok((_, stored)) => return Ok(stored),
+                Ok((_, stored)) => {
+                    return Ok(Some(ConditionUpdate {
+                        previous,
+                        object: stored,
+                        written: true,
+                    }));
+                }
                 Err(s) if s.code == 409 => continue,
                 Err(s) => return Err(s),
             }

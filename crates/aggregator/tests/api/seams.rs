@@ -234,3 +234,75 @@ async fn backend_discovery_feeds_apis() -> Result<()> {
     }
     anyhow::bail!("backend discovery never reached /apis")
 }
+
+/// What several replicas rely on: the same result written at once lands once, the previous
+/// condition is reported (for the flip counter), and a result probed against an old spec is
+/// dropped.
+#[tokio::test]
+async fn status_writes_are_idempotent_across_writers() -> Result<()> {
+    let s = TestServer::start().await?;
+    s.client(Who::Admin)
+        .post_json(API, &remote("metrics.k8s.io", "v1beta1", 100, 100))
+        .await?
+        .expect(201)?;
+    let name = "v1beta1.metrics.k8s.io";
+    let cond = |status: &str, reason: &str| APIServiceCondition {
+        type_: "Available".into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+        message: Some(format!("{reason} message")),
+        last_transition_time: None,
+    };
+    let err = |s: apimachinery::Status| anyhow::anyhow!("{}", s.message);
+    let (a, b) = (s.status.clone(), s.status.clone());
+    let (ra, rb) = tokio::join!(
+        a.update_condition(
+            name,
+            cond("False", "FailedDiscoveryCheck"),
+            "replica-a",
+            |_| true
+        ),
+        b.update_condition(
+            name,
+            cond("False", "FailedDiscoveryCheck"),
+            "replica-b",
+            |_| true
+        ),
+    );
+    let ra = ra.map_err(err)?.context("no precondition")?;
+    let rb = rb.map_err(err)?.context("no precondition")?;
+    assert_eq!(
+        u8::from(ra.written) + u8::from(rb.written),
+        1,
+        "one replica writes, the other finds it written"
+    );
+    assert_eq!(
+        ra.object.metadata.resource_version,
+        rb.object.metadata.resource_version
+    );
+    let up = s
+        .status
+        .update_condition(name, cond("True", "Passed"), "replica-a", |_| true)
+        .await
+        .map_err(err)?
+        .context("no precondition")?;
+    assert!(up.written);
+    assert_eq!(up.previous.map(|c| c.status), Some("False".to_owned()));
+    let stale_spec = s
+        .status
+        .update_condition(name, cond("False", "Stale"), "replica-b", |stored| {
+            stored
+                .spec
+                .as_ref()
+                .and_then(|sp| sp.service.as_ref())
+                .and_then(|svc| svc.port)
+                == Some(8443)
+        })
+        .await
+        .map_err(err)?;
+    assert!(
+        stale_spec.is_none(),
+        "a result for another spec is not written"
+    );
+    Ok(())
+}

@@ -1,13 +1,18 @@
 //! `kube-aggregator serve`: the aggregation layer. Flags carry kube-apiserver's names; they are
-//! turned into a validated `aggregator::Config` (every file read once) before any runtime
-//! starts, so a bad flag exits 64 with one line on stderr.
+//! turned into a validated `aggregator::Config` and the proxy's inputs (every file read once)
+//! before any runtime starts, so a bad flag exits 64 with one line on stderr. Then: start-up
+//! warnings, the server, the proxy's reload loops and the controllers; on SIGTERM the server
+//! drains, the controllers stop and the store is closed.
 
+use std::io::IsTerminal;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
+use aggregator::controllers::Controllers;
+use aggregator::controllers::availability::recheck_channel;
+use aggregator::proxying::ProxySetup;
 use clap::ArgAction;
 
 /// Flags of `kube-aggregator serve`.
@@ -72,9 +77,13 @@ pub struct Args {
     /// Turn backend redirects into 502.
     #[arg(long = "aggregator-reject-forwarding-redirect", action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
     aggregator_reject_forwarding_redirect: bool,
-    /// Where local APIServices and unknown paths are sent (http:// or https://).
+    /// Where local APIServices and unknown paths are sent (http:// or https://), with the
+    /// proxy client certificate and the caller's identity.
     #[arg(long = "delegate-url", value_name = "URL")]
     delegate_url: Option<String>,
+    /// CA bundle verifying the delegate's serving certificate (default: system roots).
+    #[arg(long = "delegate-ca-file", value_name = "FILE")]
+    delegate_ca_file: Option<PathBuf>,
     /// Storage: embedded:DIR or etcd://host:port[,host:port…][/prefix].
     #[arg(long, default_value = "embedded:./data")]
     store: String,
@@ -155,6 +164,7 @@ fn config(a: &Args) -> Result<aggregator::Config, String> {
         enable_aggregator_routing: a.enable_aggregator_routing,
         aggregator_reject_forwarding_redirect: a.aggregator_reject_forwarding_redirect,
         delegate_url,
+        delegate_ca_file: a.delegate_ca_file.clone(),
         max_requests_inflight: a.max_requests_inflight,
         max_mutating_requests_inflight: a.max_mutating_requests_inflight,
         max_request_body_bytes: a.max_request_body_bytes,
@@ -170,6 +180,12 @@ fn config(a: &Args) -> Result<aggregator::Config, String> {
     Ok(c)
 }
 
+/// The first line of an error: YAML parser errors add a source excerpt on further lines, and
+/// the first one already names the file, line and column.
+fn first_line(message: &str) -> &str {
+    message.lines().next().unwrap_or_default().trim_end()
+}
+
 fn init_logging(verbosity: u8) {
     let level = match verbosity {
         0 | 1 => "info",
@@ -178,8 +194,10 @@ fn init_logging(verbosity: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Colours only on a terminal: logs written to files stay greppable (`user=alice`).
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -199,19 +217,47 @@ async fn shutdown_signal() {
     }
 }
 
-async fn serve(config: aggregator::Config, store_url: String) -> anyhow::Result<()> {
+async fn serve(
+    config: aggregator::Config,
+    proxy: ProxySetup,
+    store_url: String,
+) -> anyhow::Result<()> {
     let store = store::open(&store_url)
         .await
         .map_err(|e| anyhow::anyhow!("opening the store {store_url}: {e}"))?;
-    let forwarder = Arc::new(aggregator::forward::NotWired);
-    let server = aggregator::Server::bind(&config, store.clone(), forwarder).await?;
+    let (recheck, rechecks) = recheck_channel();
+    let server = match aggregator::Server::bind(
+        &config,
+        store.clone(),
+        proxy.forwarder(Some(recheck)),
+    )
+    .await
+    {
+        Ok(server) => server,
+        Err(e) => {
+            close_store(store.as_ref()).await;
+            return Err(e.into());
+        }
+    };
+    let reloaders = proxy.spawn_reloaders();
+    let controllers = Controllers::spawn(&server, &proxy, rechecks);
     tracing::info!(address = %server.local_addr()?, store = %store_url, "serving on https://{}", server.local_addr()?);
-    server.run(shutdown_signal()).await?;
+    let result = server.run(shutdown_signal()).await;
+    controllers.join(Duration::from_secs(5)).await;
+    for task in reloaders {
+        task.abort();
+    }
+    // Ends the store's watches cleanly and releases the embedded store's lock.
+    close_store(store.as_ref()).await;
+    result?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn close_store(store: &dyn store::Store) {
     if let Err(e) = store.close().await {
         tracing::warn!(error = %e, "closing the store");
     }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// Runs the subcommand.
@@ -220,13 +266,25 @@ pub fn run(args: Args) -> ExitCode {
     let config = match config(&args) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("kube-aggregator serve: {e}");
+            eprintln!("kube-aggregator serve: {}", first_line(&e));
             return ExitCode::from(super::EXIT_USAGE);
         }
     };
     if let Err(e) = args.store.parse::<store::StoreUrl>() {
         eprintln!("kube-aggregator serve: --store: {e}");
         return ExitCode::from(super::EXIT_USAGE);
+    }
+    // The proxy client certificate, the service map and the delegate are read here too, so
+    // their errors also exit 64 before anything starts.
+    let proxy = match ProxySetup::from_config(&config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("kube-aggregator serve: {}", first_line(&e.to_string()));
+            return ExitCode::from(super::EXIT_USAGE);
+        }
+    };
+    for warning in aggregator::preflight::warnings(&config) {
+        tracing::warn!("{warning}");
     }
     let workers = args.worker_threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -244,7 +302,7 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::from(super::EXIT_FAILURE);
         }
     };
-    match runtime.block_on(serve(config, args.store)) {
+    match runtime.block_on(serve(config, proxy, args.store)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kube-aggregator serve: {e:#}");
