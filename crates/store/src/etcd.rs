@@ -2,36 +2,52 @@
 //! `metadata.resourceVersion`; the resourceVersion is the key's `mod_revision` (for a deletion,
 //! the deletion's revision), as upstream's etcd3 storage does.
 //!
-//! - create: txn `create_revision(key) == 0` → put, else [`Error::AlreadyExists`];
+//! - create: txn `create_revision(key) == 0` → put, else get ([`Error::AlreadyExists`]);
 //! - update: txn `mod_revision(key) == rv && version(key) > 0` → put, else get to tell
 //!   [`Error::NotFound`] from [`Error::Conflict`];
-//! - delete: without preconditions a delete with `prev_kv`; with preconditions get, check, then
-//!   txn `mod_revision(key) == seen` → delete, retried if the object changed in between;
+//! - delete: get, check the preconditions (if any), then txn `mod_revision(key) == seen` →
+//!   delete, retried if the object changed in between (upstream's guaranteed delete);
 //! - list reads the prefix (at a revision for exact lists) and carries the header revision.
 //!
+//! **Members.** Each endpoint of the URL gets its own connection and requests stick to one
+//! member, moving to the next when it fails (as etcd's Go client pins an endpoint). A request
+//! that fails without an answer is retried on the next member until one answers or
+//! `request_timeout` has passed and every member was tried; a member without a leader is
+//! skipped at once (`require_leader`). Reads are simply repeated. A write whose first attempt may
+//! have been applied (the connection broke mid-request, or etcd timed out waiting for a lost
+//! leader) is repeated too, and when the repeat then finds the key changed, etcd's history
+//! decides: the write succeeded if the first change after the revision it was conditioned on is
+//! exactly that write. So a member's death costs the callers latency, not errors and not
+//! duplicate or phantom writes.
+//!
 //! One etcd watch per store (the *feed*, with `prev_kv` so a deletion carries the last state)
-//! publishes to the hub. When the connection is lost the feed marks the store down (new watches
-//! get [`Error::Unavailable`]; existing ones wait), retries with capped exponential backoff and
-//! resumes from the last revision it published + 1, so no event is lost or repeated. If etcd has
-//! compacted that revision in the meantime, every watcher gets [`Error::TooOld`] (it must list
-//! again) and the feed restarts at the oldest revision etcd still has.
+//! publishes to the hub. When the stream is lost the feed resumes on the next member at once;
+//! only when every member has failed in a row is the store marked down (new watches get
+//! [`Error::Unavailable`]; existing ones wait) and the retries back off exponentially. It always
+//! resumes from the last revision it published + 1, so no event is lost or repeated. If etcd
+//! has compacted that revision in the meantime, every watcher gets [`Error::TooOld`] (it must
+//! list again) and the feed restarts at the oldest revision etcd still has.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType as EtcdEventType,
-    GetOptions, KeyValue, KvClient, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Compare, CompareOp, ConnectOptions, EventType as EtcdEventType, GetOptions, GetResponse,
+    KeyValue, KvClient, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
 };
 use tokio::sync::watch;
 
+use self::members::{Change, History, Members, call, history};
 use crate::hub::{Hub, Rev, too_old};
 use crate::{
     APIService, Error, EventType, ListResult, Options, Preconditions, Result, Store, Watch,
     WatchEvent, codec, embedded::check_preconditions, revision,
 };
+
+mod members;
 
 /// gRPC status codes (tonic's `Code` as `i32`) that mean "try again later".
 const RETRYABLE_CODES: [i32; 4] = [
@@ -89,6 +105,18 @@ fn to_i64(rev: u64) -> Result<i64> {
     i64::try_from(rev).map_err(|_| Error::InvalidResourceVersion(revision::format(rev)))
 }
 
+/// `(create_revision, mod_revision)` of the key a failed create or update txn read in its
+/// `else` branch (`None`: no such key).
+fn existing(resp: &TxnResponse) -> Option<(i64, i64)> {
+    resp.op_responses().iter().find_map(|r| match r {
+        TxnOpResponse::Get(get) => get
+            .kvs()
+            .first()
+            .map(|kv| (kv.create_revision(), kv.mod_revision())),
+        _ => None,
+    })
+}
+
 /// The stored form: the object without its resourceVersion.
 fn encode_stored(object: &APIService) -> Result<(APIService, Vec<u8>)> {
     let mut stored = object.clone();
@@ -106,21 +134,29 @@ fn decode_kv(kv: &KeyValue) -> Result<APIService> {
 }
 
 /// etcd's current revision, read with a count-only range over the prefix.
-async fn revision_of(mut kv: KvClient, prefix: &str) -> Result<u64> {
-    let resp = kv
-        .get(
+async fn revision_of(
+    members: &Members,
+    closed: &AtomicBool,
+    budget: Duration,
+    prefix: &str,
+) -> Result<u64> {
+    let (resp, _) = call(members, closed, budget, |mut kv| async move {
+        kv.get(
             prefix,
             Some(GetOptions::new().with_prefix().with_count_only()),
         )
         .await
-        .map_err(|e| etcd_error("reading the current revision", e))?;
+    })
+    .await
+    .map_err(|e| etcd_error("reading the current revision", e))?;
     header_revision(resp.header())
 }
 
 /// The etcd store.
 pub(crate) struct EtcdStore {
-    kv: KvClient,
-    client: Client,
+    members: Arc<Members>,
+    /// How long a request keeps trying other members (`Options::request_timeout`).
+    budget: Duration,
     prefix: String,
     hub: Arc<Hub>,
     closed: AtomicBool,
@@ -137,18 +173,18 @@ impl EtcdStore {
             .with_timeout(options.request_timeout)
             // Detects an etcd that stopped answering without closing the connection.
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
-            .with_keep_alive_while_idle(true);
-        let client = Client::connect(&urls, Some(connect))
-            .await
-            .map_err(|e| etcd_error(&format!("connecting to {}", urls.join(",")), e))?;
-        let kv = client
-            .kv_client()
-            .max_decoding_message_size(MAX_RESPONSE_BYTES);
-        let rev = revision_of(kv.clone(), prefix).await?;
+            .with_keep_alive_while_idle(true)
+            // A member cut off from the leader refuses requests at once ("no leader", sent
+            // elsewhere) and ends watches, instead of holding them until a timeout.
+            .with_require_leader(true);
+        let members = Arc::new(Members::connect(&urls, connect).await?);
+        let budget = options.request_timeout;
+        let rev = revision_of(&members, &AtomicBool::new(false), budget, prefix).await?;
         let hub = Hub::new(rev, &options, None);
         let stop = watch::Sender::new(false);
         let feed = Feed {
-            client: client.clone(),
+            members: Arc::clone(&members),
+            member: 0,
             prefix: prefix.to_string(),
             hub: Arc::clone(&hub),
             last: rev,
@@ -156,8 +192,8 @@ impl EtcdStore {
         };
         let handle = tokio::spawn(feed.run(stop.subscribe()));
         Ok(EtcdStore {
-            kv,
-            client,
+            members,
+            budget,
             prefix: prefix.to_string(),
             hub,
             closed: AtomicBool::new(false),
@@ -170,16 +206,90 @@ impl EtcdStore {
         format!("{}{name}", self.prefix)
     }
 
-    fn kv(&self) -> Result<KvClient> {
+    /// [`call`] on this store's members, failing at once once the store is closed.
+    async fn call<T, F, Fut>(&self, op: F) -> std::result::Result<(T, bool), etcd_client::Error>
+    where
+        F: Fn(KvClient) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        call(&self.members, &self.closed, self.budget, op).await
+    }
+
+    fn open_check(&self) -> Result<()> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(closed());
         }
-        Ok(self.kv.clone())
+        Ok(())
+    }
+
+    async fn get_key(&self, key: &str, what: &str) -> Result<GetResponse> {
+        self.open_check()?;
+        let (resp, _) = self
+            .call(|mut kv| async move { kv.get(key, None).await })
+            .await
+            .map_err(|e| etcd_error(what, e))?;
+        Ok(resp)
+    }
+
+    async fn txn(&self, txn: Txn, what: &str) -> Result<(TxnResponse, bool)> {
+        self.open_check()?;
+        self.call(|mut kv| {
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })
+        .await
+        .map_err(|e| etcd_error(what, e))
     }
 
     /// etcd's current revision (of the whole keyspace, so possibly above our last event).
     async fn etcd_revision(&self) -> Result<u64> {
-        revision_of(self.kv()?, &self.prefix).await
+        self.open_check()?;
+        revision_of(&self.members, &self.closed, self.budget, &self.prefix).await
+    }
+
+    /// The first change of `key` after revision `after`, read from etcd's history with a watch
+    /// from `after + 1`: `Ok(None)` when there was none.
+    async fn first_change_after(
+        &self,
+        key: &str,
+        after: u64,
+        what: &str,
+    ) -> Result<Option<Change>> {
+        let unknown = |why: String| {
+            Error::Unavailable(format!(
+                "etcd: {what}: an attempt failed without an answer and whether it was applied cannot be told: {why}"
+            ))
+        };
+        let start = to_i64(after.saturating_add(1))?;
+        let mut why = String::from("no member answered");
+        for _ in 0..self.members.len() {
+            let (index, client) = self.members.current();
+            match tokio::time::timeout(self.budget, history(client, key, start)).await {
+                Ok(Ok(change)) => return Ok(change),
+                Ok(Err(History::Gone(reason))) => return Err(unknown(reason)),
+                Ok(Err(History::Member(e))) => why = e,
+                Err(_) => why = format!("no answer within {:?}", self.budget),
+            }
+            self.members.failed(index);
+        }
+        Err(unknown(why))
+    }
+
+    /// After a write attempt without an answer and a repeat that found `key` changed: whether
+    /// the first attempt is the first change after revision `after` — a put of exactly `value`,
+    /// or a deletion when `value` is `None`. Returns its revision.
+    async fn applied(
+        &self,
+        key: &str,
+        after: u64,
+        value: Option<&[u8]>,
+        what: &str,
+    ) -> Result<Option<u64>> {
+        let change = self.first_change_after(key, after, what).await?;
+        Ok(change.and_then(|c| match value {
+            Some(v) => (c.put && c.value == v).then_some(c.revision),
+            None => (!c.put).then_some(c.revision),
+        }))
     }
 
     /// The oldest revision etcd still has, learnt from a watch that etcd cancels as compacted.
@@ -189,7 +299,9 @@ impl EtcdStore {
                 .with_start_revision(to_i64(requested).ok()?)
                 .with_prefix();
             let mut stream = self
-                .client
+                .members
+                .current()
+                .1
                 .watch_client()
                 .watch(self.prefix.as_str(), Some(options))
                 .await
@@ -209,19 +321,6 @@ impl EtcdStore {
             .ok()
             .flatten()
     }
-
-    async fn delete_unconditionally(&self, name: &str) -> Result<APIService> {
-        let resp = self
-            .kv()?
-            .delete(self.key(name), Some(DeleteOptions::new().with_prev_key()))
-            .await
-            .map_err(|e| etcd_error(&format!("deleting {name}"), e))?;
-        let rev = header_revision(resp.header())?;
-        match resp.prev_kvs().first() {
-            Some(kv) => Ok(codec::with_revision(decode_kv(kv)?, rev)),
-            None => Err(Error::NotFound { name: name.into() }),
-        }
-    }
 }
 
 #[async_trait]
@@ -236,19 +335,31 @@ impl Store for EtcdStore {
                 CompareOp::Equal,
                 0,
             )])
-            .and_then(vec![TxnOp::put(key.as_str(), bytes, None)]);
-        let resp = self
-            .kv()?
-            .txn(txn)
-            .await
-            .map_err(|e| etcd_error(&format!("creating {name}"), e))?;
-        if !resp.succeeded() {
-            return Err(Error::AlreadyExists { name });
+            .and_then(vec![TxnOp::put(key.as_str(), bytes.clone(), None)])
+            .or_else(vec![TxnOp::get(key.as_str(), None)]);
+        let what = format!("creating {name}");
+        let (resp, ambiguous) = self.txn(txn, &what).await?;
+        if resp.succeeded() {
+            return Ok(codec::with_revision(
+                stored,
+                header_revision(resp.header())?,
+            ));
         }
-        Ok(codec::with_revision(
-            stored,
-            header_revision(resp.header())?,
-        ))
+        if ambiguous
+            && let Some((created, _)) = existing(&resp)
+            && let Some(rev) = self
+                .applied(
+                    &key,
+                    u64::try_from(created - 1).unwrap_or_default(),
+                    Some(&bytes),
+                    &what,
+                )
+                .await?
+        {
+            // The attempt without an answer created it.
+            return Ok(codec::with_revision(stored, rev));
+        }
+        Err(Error::AlreadyExists { name })
     }
 
     async fn update(&self, object: APIService) -> Result<APIService> {
@@ -269,24 +380,33 @@ impl Store for EtcdStore {
                 // A missing key has mod_revision 0: never let "0" create it.
                 Compare::version(key.as_str(), CompareOp::Greater, 0),
             ])
-            .and_then(vec![TxnOp::put(key.as_str(), bytes, None)])
+            .and_then(vec![TxnOp::put(key.as_str(), bytes.clone(), None)])
             .or_else(vec![TxnOp::get(key.as_str(), None)]);
-        let resp = self
-            .kv()?
-            .txn(txn)
-            .await
-            .map_err(|e| etcd_error(&format!("updating {name}"), e))?;
+        let what = format!("updating {name}");
+        let (resp, ambiguous) = self.txn(txn, &what).await?;
         if resp.succeeded() {
             return Ok(codec::with_revision(
                 stored,
                 header_revision(resp.header())?,
             ));
         }
-        let exists = resp.op_responses().iter().any(|r| match r {
-            TxnOpResponse::Get(get) => !get.kvs().is_empty(),
-            _ => false,
-        });
-        if exists {
+        let current = existing(&resp);
+        // Our write would sit above `expected`; a key still at or below it was not written.
+        let may_be_ours = current.is_none_or(|(_, modified)| modified > expected);
+        if ambiguous
+            && may_be_ours
+            && let Some(rev) = self
+                .applied(
+                    &key,
+                    u64::try_from(expected).unwrap_or_default(),
+                    Some(&bytes),
+                    &what,
+                )
+                .await?
+        {
+            return Ok(codec::with_revision(stored, rev));
+        }
+        if current.is_some() {
             Err(Error::Conflict {
                 name,
                 message: "the object has been modified; please apply your changes to the latest version and try again".into(),
@@ -301,19 +421,17 @@ impl Store for EtcdStore {
         name: &str,
         preconditions: Option<&Preconditions>,
     ) -> Result<APIService> {
-        let Some(preconditions) = preconditions.filter(|p| **p != Preconditions::default()) else {
-            return self.delete_unconditionally(name).await;
-        };
+        // Without preconditions too: read, then delete exactly the version read (upstream's
+        // guaranteed delete), so that an attempt without an answer can be recognised in etcd's
+        // history as the first change after that version.
+        let preconditions = preconditions.cloned().unwrap_or_default();
         if let Some(rv) = &preconditions.resource_version {
             revision::parse(rv)?;
         }
         let key = self.key(name);
+        let what = format!("deleting {name}");
         for _ in 0..DELETE_RETRIES {
-            let resp = self
-                .kv()?
-                .get(key.as_str(), None)
-                .await
-                .map_err(|e| etcd_error(&format!("reading {name}"), e))?;
+            let resp = self.get_key(&key, &format!("reading {name}")).await?;
             let Some(kv) = resp.kvs().first() else {
                 return Err(Error::NotFound { name: name.into() });
             };
@@ -321,7 +439,7 @@ impl Store for EtcdStore {
             let seen = kv.mod_revision();
             check_preconditions(
                 name,
-                preconditions,
+                &preconditions,
                 u64::try_from(seen).unwrap_or_default(),
                 &current,
             )?;
@@ -331,18 +449,18 @@ impl Store for EtcdStore {
                     CompareOp::Equal,
                     seen,
                 )])
-                .and_then(vec![TxnOp::delete(
-                    key.as_str(),
-                    Some(DeleteOptions::new().with_prev_key()),
-                )]);
-            let resp = self
-                .kv()?
-                .txn(txn)
-                .await
-                .map_err(|e| etcd_error(&format!("deleting {name}"), e))?;
+                .and_then(vec![TxnOp::delete(key.as_str(), None)]);
+            let (resp, ambiguous) = self.txn(txn, &what).await?;
             if resp.succeeded() {
                 let rev = header_revision(resp.header())?;
                 // The object as it was when deleted (equal to `current`: the txn checked it).
+                return Ok(codec::with_revision(current, rev));
+            }
+            if ambiguous
+                && let Some(rev) = self
+                    .applied(&key, u64::try_from(seen).unwrap_or_default(), None, &what)
+                    .await?
+            {
                 return Ok(codec::with_revision(current, rev));
             }
             // Changed between the read and the delete: check the preconditions again.
@@ -355,10 +473,8 @@ impl Store for EtcdStore {
 
     async fn get(&self, name: &str) -> Result<APIService> {
         let resp = self
-            .kv()?
-            .get(self.key(name), None)
-            .await
-            .map_err(|e| etcd_error(&format!("reading {name}"), e))?;
+            .get_key(&self.key(name), &format!("reading {name}"))
+            .await?;
         match resp.kvs().first() {
             Some(kv) => decode_kv(kv),
             None => Err(Error::NotFound { name: name.into() }),
@@ -375,8 +491,16 @@ impl Store for EtcdStore {
             }
             options = options.with_revision(to_i64(at)?);
         }
-        let resp = match self.kv()?.get(self.prefix.as_str(), Some(options)).await {
-            Ok(resp) => resp,
+        self.open_check()?;
+        let prefix = self.prefix.as_str();
+        let listed = self
+            .call(|mut kv| {
+                let options = options.clone();
+                async move { kv.get(prefix, Some(options)).await }
+            })
+            .await;
+        let resp = match listed {
+            Ok((resp, _)) => resp,
             Err(e) if is_compacted(&e) => {
                 let requested = at.unwrap_or_default();
                 let oldest = self.compacted_revision(requested).await;
@@ -463,7 +587,9 @@ impl Drop for EtcdStore {
 
 /// The store's one etcd watch.
 struct Feed {
-    client: Client,
+    members: Arc<Members>,
+    /// The member the current stream is on.
+    member: usize,
     prefix: String,
     hub: Arc<Hub>,
     /// The newest revision published to the hub; the watch resumes after it.
@@ -482,6 +608,8 @@ enum End {
 impl Feed {
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(50);
+        // Streams lost in a row without one being established.
+        let mut failures = 0;
         loop {
             let mut connected = false;
             let end = tokio::select! {
@@ -490,6 +618,7 @@ impl Feed {
             };
             if connected {
                 backoff = Duration::from_millis(50);
+                failures = 0;
             }
             match end {
                 End::Compacted(oldest) => {
@@ -504,6 +633,14 @@ impl Feed {
                     self.last = resume;
                 }
                 End::Failed(why) => {
+                    self.members.failed(self.member);
+                    failures += 1;
+                    if failures < self.members.len() {
+                        // Another member may still serve it: resume there at once, and keep
+                        // accepting watches meanwhile (they wait, as open ones do).
+                        tracing::warn!(error = %why, "etcd watch lost; resuming on another member");
+                        continue;
+                    }
                     tracing::warn!(error = %why, retry_in = ?backoff, "etcd watch lost; reconnecting");
                     self.hub.set_down(Some(format!("etcd watch lost: {why}")));
                     tokio::select! {
@@ -525,8 +662,9 @@ impl Feed {
             .with_prefix()
             .with_prev_key()
             .with_start_revision(start);
-        let mut watch_client = self
-            .client
+        let (member, client) = self.members.current();
+        self.member = member;
+        let mut watch_client = client
             .watch_client()
             .max_decoding_message_size(MAX_RESPONSE_BYTES);
         let mut stream = match watch_client
