@@ -271,7 +271,18 @@ pub struct Authenticator {
     request_header: Option<front_proxy::Authenticator>,
     x509: Option<X509Authenticator>,
     tokens: Option<TokenFile>,
+    /// `--authentication-kubeconfig`: TokenReview for bearer tokens the token file does not
+    /// know (after it, before anonymous).
+    token_review: Option<std::sync::Arc<crate::cluster::tokenreview::TokenReviewAuthenticator>>,
     anonymous: bool,
+}
+
+/// What the synchronous authenticators found.
+struct Pass {
+    user: Option<UserInfo>,
+    errors: Vec<String>,
+    /// A bearer token no local authenticator knows, for TokenReview.
+    unknown_token: Option<String>,
 }
 
 impl Authenticator {
@@ -295,6 +306,7 @@ impl Authenticator {
             request_header,
             x509,
             tokens,
+            token_review: None,
             anonymous: config.anonymous_auth,
         })
     }
@@ -310,8 +322,42 @@ impl Authenticator {
             request_header,
             x509,
             tokens,
+            token_review: None,
             anonymous,
         }
+    }
+
+    /// Adds TokenReview (`--authentication-kubeconfig`) for bearer tokens the token file does
+    /// not know; use [`Authenticator::authenticate_request`] then.
+    pub fn with_token_review(
+        mut self,
+        token_review: std::sync::Arc<crate::cluster::tokenreview::TokenReviewAuthenticator>,
+    ) -> Self {
+        self.token_review = Some(token_review);
+        self
+    }
+
+    /// The whole union including TokenReview (k8s.io/apiserver order: request-header → x509 →
+    /// token file → TokenReview → anonymous). A token TokenReview rejects, or a review that
+    /// cannot be made, is 401 (never anonymous).
+    pub async fn authenticate_request(
+        &self,
+        peer: &[CertificateDer<'_>],
+        headers: &mut HeaderMap,
+        cache: Option<&ConnCache>,
+    ) -> Result<UserInfo, Unauthenticated> {
+        let mut pass = self.pass(peer, headers, cache);
+        if let Some(token) = pass.unknown_token.take() {
+            match (&self.token_review, pass.user.is_none()) {
+                (Some(review), true) => match review.authenticate(&token).await {
+                    Ok(Some(u)) => pass.user = Some(u),
+                    Ok(None) => pass.errors.push("invalid bearer token".into()),
+                    Err(e) => pass.errors.push(e),
+                },
+                _ => pass.errors.push("invalid bearer token".into()),
+            }
+        }
+        self.finish(pass, headers)
     }
 
     /// The header names of the request-header authenticator (to scrub), or the defaults.
@@ -339,7 +385,21 @@ impl Authenticator {
         headers: &mut HeaderMap,
         cache: Option<&ConnCache>,
     ) -> Result<UserInfo, Unauthenticated> {
+        let mut pass = self.pass(peer, headers, cache);
+        if pass.unknown_token.take().is_some() {
+            pass.errors.push("invalid bearer token".into());
+        }
+        self.finish(pass, headers)
+    }
+
+    fn pass(
+        &self,
+        peer: &[CertificateDer<'_>],
+        headers: &mut HeaderMap,
+        cache: Option<&ConnCache>,
+    ) -> Pass {
         let mut errors: Vec<String> = Vec::new();
+        let mut unknown_token = None;
         let mut user = None;
 
         if let Some(rh) = &self.request_header {
@@ -351,7 +411,7 @@ impl Authenticator {
             }
         }
         // Never let client-sent identity headers survive, configured or not.
-        front_proxy::strip_identity(headers, &HeaderNames::default());
+        front_proxy::strip_identity(headers, default_header_names());
 
         if user.is_none()
             && let Some(x) = &self.x509
@@ -377,14 +437,23 @@ impl Authenticator {
             }
         }
         if user.is_none()
-            && let Some(tokens) = &self.tokens
+            && (self.tokens.is_some() || self.token_review.is_some())
             && let Some(token) = bearer_token(headers)
         {
-            match tokens.lookup(&token) {
+            match self.tokens.as_ref().and_then(|t| t.lookup(&token)) {
                 Some(u) => user = Some(u),
-                None => errors.push("invalid bearer token".into()),
+                None => unknown_token = Some(token),
             }
         }
+        Pass {
+            user,
+            errors,
+            unknown_token,
+        }
+    }
+
+    fn finish(&self, pass: Pass, headers: &mut HeaderMap) -> Result<UserInfo, Unauthenticated> {
+        let Pass { user, errors, .. } = pass;
         if let Some(mut u) = user {
             headers.remove(http::header::AUTHORIZATION);
             u.ensure_authenticated_group();
@@ -403,6 +472,12 @@ impl Authenticator {
         }
         Err(Unauthenticated("no credentials".into()))
     }
+}
+
+/// `HeaderNames::default()`, built once: it allocates, and stripping runs per request.
+fn default_header_names() -> &'static HeaderNames {
+    static NAMES: std::sync::OnceLock<HeaderNames> = std::sync::OnceLock::new();
+    NAMES.get_or_init(HeaderNames::default)
 }
 
 /// `Authorization: Bearer <token>` (scheme case-insensitive), as upstream's bearertoken
@@ -501,5 +576,92 @@ mod tests {
 
         let none = Authenticator::default();
         assert!(none.authenticate(&[], &mut HeaderMap::new()).is_err());
+    }
+
+    /// Knows one token; `down` fails every review.
+    struct Review(bool);
+
+    impl crate::cluster::tokenreview::TokenReviewer for Review {
+        fn review(
+            &self,
+            token: String,
+        ) -> crate::forward::BoxFuture<
+            Result<k8s_openapi::api::authentication::v1::TokenReviewStatus, String>,
+        > {
+            let down = self.0;
+            Box::pin(async move {
+                if down {
+                    return Err("TokenReview: connection refused".into());
+                }
+                Ok(k8s_openapi::api::authentication::v1::TokenReviewStatus {
+                    authenticated: Some(token == "sa"),
+                    user: (token == "sa").then(|| k8s_openapi::api::authentication::v1::UserInfo {
+                        username: Some("system:serviceaccount:ns:sa".into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+            })
+        }
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {token}")) {
+            h.insert("authorization", v);
+        }
+        h
+    }
+
+    #[tokio::test]
+    async fn token_review_comes_after_the_token_file_and_fails_closed() {
+        use crate::cluster::tokenreview::TokenReviewAuthenticator;
+        use std::sync::Arc;
+        let tokens = TokenFile::parse("good,alice,u1,dev\n").ok();
+        let review = |down| {
+            Arc::new(TokenReviewAuthenticator::new(
+                Arc::new(Review(down)),
+                Duration::from_secs(10),
+            ))
+        };
+        let auth =
+            Authenticator::new(None, None, tokens.clone(), true).with_token_review(review(false));
+        let mut h = bearer("good");
+        let u = auth.authenticate_request(&[], &mut h, None).await;
+        assert_eq!(u.map(|u| u.name).ok().as_deref(), Some("alice"));
+        let mut h = bearer("sa");
+        let u = auth.authenticate_request(&[], &mut h, None).await;
+        assert_eq!(
+            u.map(|u| u.groups).ok(),
+            Some(vec!["system:authenticated".to_string()])
+        );
+        assert!(h.get("authorization").is_none(), "credentials are removed");
+        // Rejected, or the reviewer down: 401 even with anonymous on.
+        assert!(
+            auth.authenticate_request(&[], &mut bearer("nope"), None)
+                .await
+                .is_err()
+        );
+        let down =
+            Authenticator::new(None, None, tokens.clone(), true).with_token_review(review(true));
+        assert!(
+            down.authenticate_request(&[], &mut bearer("sa"), None)
+                .await
+                .is_err()
+        );
+        assert!(
+            down.authenticate_request(&[], &mut HeaderMap::new(), None)
+                .await
+                .is_ok(),
+            "no token: anonymous"
+        );
+        // Without TokenReview an unknown token is still 401.
+        let plain = Authenticator::new(None, None, tokens, true);
+        assert!(
+            plain
+                .authenticate_request(&[], &mut bearer("sa"), None)
+                .await
+                .is_err()
+        );
     }
 }

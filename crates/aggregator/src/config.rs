@@ -28,6 +28,66 @@ pub struct RequestHeaderFlags {
     pub extra_headers_prefix: Vec<String>,
 }
 
+/// Access to the cluster's kube-apiserver (`docs/cluster.md`): where non-aggregated requests go,
+/// the client for the aggregator's own calls (Services, EndpointSlices, the trust ConfigMap),
+/// and delegated authentication (TokenReview) and authorization (SubjectAccessReview).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `--delegate-kubeconfig`: the delegate (normally kube-apiserver) is this kubeconfig's
+    /// server, verified with its CA; proxied requests still carry the front-proxy client
+    /// certificate and the caller's identity. Exclusive with `--delegate-url`. By default none.
+    pub delegate_kubeconfig: Option<PathBuf>,
+    /// `--kubeconfig`: the client for the aggregator's own calls (watching Services and
+    /// EndpointSlices, the trust ConfigMap). By default the delegate kubeconfig, else the
+    /// in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+    /// Use the pod's service account (`KUBERNETES_SERVICE_HOST`) where no kubeconfig is given:
+    /// the delegate, the own client, TokenReview and SubjectAccessReview. The binary sets it when
+    /// running in a pod with none of `--delegate-url`, `--delegate-kubeconfig`, `--kubeconfig`
+    /// and `--service-map`. By default false.
+    pub in_cluster: bool,
+    /// `--authentication-kubeconfig`: bearer tokens nobody else recognises are checked with a
+    /// TokenReview there. By default none (in-cluster: the service account).
+    pub authentication_kubeconfig: Option<PathBuf>,
+    /// `--authentication-token-webhook-cache-ttl`: how long TokenReview answers (successes and
+    /// failures) are cached. By default 10 s.
+    pub authentication_cache_ttl: Duration,
+    /// `--authorization-kubeconfig`: requests the fixed rules do not allow are decided by a
+    /// SubjectAccessReview there (replacing the default policy). By default none (in-cluster:
+    /// the service account).
+    pub authorization_kubeconfig: Option<PathBuf>,
+    /// `--authorization-webhook-cache-authorized-ttl`. By default 10 s.
+    pub authorization_cache_authorized_ttl: Duration,
+    /// `--authorization-webhook-cache-unauthorized-ttl`. By default 10 s.
+    pub authorization_cache_unauthorized_ttl: Duration,
+    /// `--authorization-always-allow-paths`: non-resource paths anyone may `get` without asking
+    /// (a trailing `*` is a prefix). By default `/healthz`, `/livez`, `/readyz`, `/version`.
+    pub always_allow_paths: Vec<String>,
+    /// `--publish-authentication-configmap`: write our front-proxy CA and header names into
+    /// `kube-system/extension-apiserver-authentication` (merged, as kube-apiserver does) instead
+    /// of only checking it. By default false.
+    pub publish_authentication_configmap: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            delegate_kubeconfig: None,
+            kubeconfig: None,
+            in_cluster: false,
+            authentication_kubeconfig: None,
+            authentication_cache_ttl: Duration::from_secs(10),
+            authorization_kubeconfig: None,
+            authorization_cache_authorized_ttl: Duration::from_secs(10),
+            authorization_cache_unauthorized_ttl: Duration::from_secs(10),
+            always_allow_paths: ["/healthz", "/livez", "/readyz", "/version"]
+                .map(String::from)
+                .to_vec(),
+            publish_authentication_configmap: false,
+        }
+    }
+}
+
 /// Everything `kube-aggregator serve` needs, validated. Build it from flags, then call
 /// [`Config::validate`] before starting a runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +127,10 @@ pub struct Config {
     /// `--aggregator-reject-forwarding-redirect`: turn backend redirects into 502. By default
     /// true.
     pub aggregator_reject_forwarding_redirect: bool,
+    /// `--proxy-backend-http2`: offer HTTP/2 to backends (ALPN), as upstream does. When false,
+    /// pooled HTTP/1.1 connections, one per request in flight (`docs/benchmarks.md` compares
+    /// both). By default true.
+    pub proxy_backend_http2: bool,
     /// `--delegate-url`: where local APIServices and paths nobody owns are sent (normally a
     /// kube-apiserver), with the proxy client certificate and the caller's identity in
     /// `X-Remote-*` headers. By default none (404).
@@ -93,6 +157,9 @@ pub struct Config {
     /// `--shutdown-timeout`: after SIGTERM, how long in-flight requests may take before
     /// connections are closed. By default 30 s.
     pub shutdown_timeout: Duration,
+    /// The cluster: delegate kubeconfig, own client, TokenReview, SubjectAccessReview, trust
+    /// ConfigMap. By default none of them.
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -112,6 +179,7 @@ impl Default for Config {
             service_map: None,
             enable_aggregator_routing: false,
             aggregator_reject_forwarding_redirect: true,
+            proxy_backend_http2: true,
             delegate_url: None,
             delegate_ca_file: None,
             max_requests_inflight: 400,
@@ -121,6 +189,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(60),
             min_request_timeout: Duration::from_secs(1800),
             shutdown_timeout: Duration::from_secs(30),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -225,6 +294,7 @@ impl Config {
                 "--delegate-url {url}: must be an http:// or https:// URL"
             )));
         }
+        crate::cluster::validate(self)?;
         if self.max_request_body_bytes == 0 {
             return Err(Error::Config(
                 "--max-request-body-bytes must be positive".into(),

@@ -47,6 +47,9 @@ pub struct FetchedVersion {
 pub struct BackendDiscovery {
     /// Results per group-version.
     pub versions: HashMap<(String, String), FetchedVersion>,
+    /// The delegate's own groups (kube-apiserver's built-in and CRD groups), listed where no
+    /// APIService claims the group-version (`crate::cluster::delegate_discovery`).
+    pub delegate: Option<Arc<crate::cluster::delegate_discovery::DelegateGroups>>,
 }
 
 /// Everything the request path reads, derived from one snapshot.
@@ -181,11 +184,34 @@ fn prioritized(obj: &APIService) -> PrioritizedVersion {
 /// Computes every document and the route table.
 pub fn derive(snapshot: Arc<Snapshot>, backend: &BackendDiscovery) -> ServingState {
     let services: Vec<&Arc<APIService>> = snapshot.items.values().collect();
-    let routed: Vec<PrioritizedVersion> = services
+    let mut routed: Vec<PrioritizedVersion> = services
         .iter()
         .filter(|o| is_routed_group(o))
         .map(|o| prioritized(o))
         .collect();
+    // The delegate's group-versions that no APIService claims (§3.6: source Aggregator
+    // shadows Builtin); our own group is always ours.
+    let claimed: std::collections::HashSet<(&str, &str)> = services
+        .iter()
+        .map(|o| {
+            (
+                spec(o).group.as_deref().unwrap_or_default(),
+                spec(o).version.as_deref().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let delegated: HashMap<(String, String), APIVersionDiscovery> = match &backend.delegate {
+        Some(d) => d
+            .unclaimed(|g, v| g == GROUP || claimed.contains(&(g, v)))
+            .into_iter()
+            .map(|(p, v)| {
+                let key = (p.group.clone(), p.version.clone());
+                routed.push(p);
+                (key, v)
+            })
+            .collect(),
+        None => HashMap::new(),
+    };
 
     // Legacy /apis: our group first, then §3.3's order.
     let legacy = legacy_order(&routed);
@@ -233,7 +259,13 @@ pub fn derive(snapshot: Arc<Snapshot>, backend: &BackendDiscovery) -> ServingSta
                             freshness: Some(Freshness::Current),
                         };
                     }
-                    match backend.versions.get(&(v.group.clone(), v.version.clone())) {
+                    let key = (v.group.clone(), v.version.clone());
+                    if let Some(d) = delegated.get(&key) {
+                        let mut d = d.clone();
+                        d.freshness = Some(d.freshness.unwrap_or(Freshness::Current));
+                        return d;
+                    }
+                    match backend.versions.get(&key) {
                         Some(f) => {
                             let mut resources = f.resources.clone();
                             resources.sort_by(|a, b| a.resource.cmp(&b.resource));

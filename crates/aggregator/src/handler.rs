@@ -65,6 +65,9 @@ pub struct AppState {
     pub shutting_down: watch::Receiver<bool>,
     /// The store (for the readiness check).
     pub store: Arc<dyn Store>,
+    /// `--authorization-kubeconfig`: the delegated chain (SubjectAccessReview) that replaces
+    /// [`AppState::authz`] when set (`crate::cluster::sar`).
+    pub delegated_authz: Option<Arc<crate::cluster::sar::DelegatedAuthorizer>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -190,21 +193,29 @@ async fn route(
         .unwrap_or_else(|| response::status(&Status::not_found_path()));
     }
 
-    let user = match state.authn.authenticate_cached(
-        &conn.peer_certs.0,
-        req.headers_mut(),
-        Some(&conn.cache),
-    ) {
+    let user = match state
+        .authn
+        .authenticate_request(&conn.peer_certs.0, req.headers_mut(), Some(&conn.cache))
+        .await
+    {
         Ok(u) => u,
         Err(why) => {
             tracing::debug!(path = %path, reason = %why.0, "unauthenticated");
             return response::status(&Status::unauthorized());
         }
     };
-    let user = match impersonate::impersonate(&user, req.headers_mut(), state.authz.as_ref()) {
+    let impersonated = match &state.delegated_authz {
+        Some(d) => impersonate::impersonate_delegated(&user, req.headers_mut(), d).await,
+        None => impersonate::impersonate(&user, req.headers_mut(), state.authz.as_ref()),
+    };
+    let user = match impersonated {
         Ok(Some(effective)) => effective,
         Ok(None) => user,
         Err(Refused::BadRequest(m)) => return response::status(&Status::bad_request(m)),
+        Err(Refused::Internal(e)) => {
+            tracing::warn!(path = %path, error = %e, "authorizing impersonation failed");
+            return response::status(&Status::internal_error(&e));
+        }
         Err(Refused::Forbidden {
             resource,
             group,
@@ -218,10 +229,21 @@ async fn route(
             ));
         }
     };
-    if let Decision::Deny(reason) = state.authz.authorize(&Attributes {
-        user: &user,
-        info: &info,
-    }) {
+    let decision = match &state.delegated_authz {
+        Some(d) => match d.authorize(&user, &info).await {
+            Ok(decision) => decision,
+            // A review that cannot be made is never an allowance (upstream: 500).
+            Err(e) => {
+                tracing::warn!(path = %path, error = %e, "authorization failed");
+                return response::status(&Status::internal_error(&e));
+            }
+        },
+        None => state.authz.authorize(&Attributes {
+            user: &user,
+            info: &info,
+        }),
+    };
+    if let Decision::Deny(reason) = decision {
         let message = forbidden_message(&user, &info, &reason);
         return response::status(&if info.is_resource_request {
             Status::forbidden(
@@ -342,11 +364,78 @@ enum Route {
     Delegate,
 }
 
+/// The current discovery and route snapshot without the watch channel's lock: each worker
+/// thread keeps its own receiver and last snapshot, and only compares the channel's version (an
+/// atomic load) per request. One writer (the discovery task), readers never lock.
+fn serving(state: &AppState) -> Arc<ServingState> {
+    type Cached = Option<(watch::Receiver<Arc<ServingState>>, Arc<ServingState>)>;
+    thread_local! {
+        static CACHED: std::cell::RefCell<Cached> = const { std::cell::RefCell::new(None) };
+    }
+    CACHED.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        match cached.as_mut() {
+            Some((rx, snapshot)) if rx.same_channel(&state.serving) => {
+                if rx.has_changed().unwrap_or(false) {
+                    *snapshot = rx.borrow_and_update().clone();
+                }
+                snapshot.clone()
+            }
+            _ => {
+                let mut rx = state.serving.clone();
+                let snapshot = rx.borrow_and_update().clone();
+                *cached = Some((rx, snapshot.clone()));
+                snapshot
+            }
+        }
+    })
+}
+
+/// A `(group, version)` route-table key that can be looked up without allocating.
+trait GroupVersion {
+    fn parts(&self) -> (&str, &str);
+}
+
+impl GroupVersion for (String, String) {
+    fn parts(&self) -> (&str, &str) {
+        (&self.0, &self.1)
+    }
+}
+
+impl GroupVersion for (&str, &str) {
+    fn parts(&self) -> (&str, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn GroupVersion + 'a> for (String, String) {
+    fn borrow(&self) -> &(dyn GroupVersion + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn GroupVersion + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn GroupVersion + '_ {}
+
+impl std::hash::Hash for dyn GroupVersion + '_ {
+    // The same as `(String, String)`'s hash, so both find the same entries.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let (group, version) = self.parts();
+        group.hash(state);
+        version.hash(state);
+    }
+}
+
 fn decide(state: &AppState, req: &Request<Body>, info: &RequestInfo) -> Route {
     let path = req.uri().path();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
-    let serving = state.serving.borrow().clone();
+    let serving = serving(state);
     let answer = Route::Answer;
     match segs.as_slice() {
         ["version"] if get => answer(response::bytes(
@@ -391,7 +480,7 @@ fn decide(state: &AppState, req: &Request<Body>, info: &RequestInfo) -> Route {
         ["apis", group, version, rest @ ..] => {
             match serving
                 .versions
-                .get(&(group.to_string(), version.to_string()))
+                .get(&(*group, *version) as &dyn GroupVersion)
             {
                 Some(svc) => Route::ApiService(svc.clone(), rest.iter().all(|s| s.is_empty())),
                 None => Route::Delegate,
@@ -443,7 +532,10 @@ async fn dispatch(
     let route = decide(&state, &req, &info);
     match route {
         Route::Answer(r) => r,
-        Route::Registry => state.registry.serve(req, &info).await,
+        // Boxed: the registry's future is several KiB, and without the box every request's
+        // future (and every HTTP/1.1 connection's in-flight slot, which hyper sizes for it)
+        // would be that large.
+        Route::Registry => Box::pin(state.registry.serve(req, &info)).await,
         Route::ApiService(svc, discovery_path) => {
             to_apiservice(&state, req, ctx, svc, discovery_path).await
         }

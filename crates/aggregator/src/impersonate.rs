@@ -32,6 +32,8 @@ pub enum Refused {
         /// The full message tail.
         message: String,
     },
+    /// The authorizer could not decide (a SubjectAccessReview failed): 500.
+    Internal(String),
 }
 
 /// Whether the request asks for impersonation at all.
@@ -64,6 +66,33 @@ pub fn impersonate(
         return Ok(None);
     }
     let result = resolve(caller, headers, authz);
+    remove_headers(headers);
+    result.map(Some)
+}
+
+/// [`impersonate`] with the delegated (SubjectAccessReview) authorizer.
+pub async fn impersonate_delegated(
+    caller: &UserInfo,
+    headers: &mut HeaderMap,
+    authz: &crate::cluster::sar::DelegatedAuthorizer,
+) -> Result<Option<UserInfo>, Refused> {
+    if !requested(headers) {
+        return Ok(None);
+    }
+    let planned = plan(headers);
+    remove_headers(headers);
+    let Plan { checks, effective } = planned?;
+    for check in checks {
+        match authz.authorize(caller, &check.info).await {
+            Ok(Decision::Allow) => {}
+            Ok(Decision::Deny(reason)) => return Err(check.refuse(caller, &reason)),
+            Err(e) => return Err(Refused::Internal(e)),
+        }
+    }
+    Ok(Some(effective))
+}
+
+fn remove_headers(headers: &mut HeaderMap) {
     let names: Vec<http::HeaderName> = headers
         .keys()
         .filter(|k| k.as_str().starts_with("impersonate-"))
@@ -72,7 +101,31 @@ pub fn impersonate(
     for n in names {
         headers.remove(n);
     }
-    result.map(Some)
+}
+
+/// One attribute to authorize with verb `impersonate`.
+struct Check {
+    resource: &'static str,
+    group: &'static str,
+    name: String,
+    info: RequestInfo,
+}
+
+impl Check {
+    fn refuse(&self, caller: &UserInfo, reason: &str) -> Refused {
+        Refused::Forbidden {
+            resource: self.resource,
+            group: self.group,
+            name: self.name.clone(),
+            message: forbidden_message(caller, &self.info, reason),
+        }
+    }
+}
+
+/// The checks in upstream's order and the user they lead to.
+struct Plan {
+    checks: Vec<Check>,
+    effective: UserInfo,
 }
 
 fn resolve(
@@ -80,6 +133,19 @@ fn resolve(
     headers: &HeaderMap,
     authz: &dyn Authorizer,
 ) -> Result<UserInfo, Refused> {
+    let Plan { checks, effective } = plan(headers)?;
+    for check in checks {
+        if let Decision::Deny(reason) = authz.authorize(&Attributes {
+            user: caller,
+            info: &check.info,
+        }) {
+            return Err(check.refuse(caller, &reason));
+        }
+    }
+    Ok(effective)
+}
+
+fn plan(headers: &HeaderMap) -> Result<Plan, Refused> {
     let users = values(headers, USER)?;
     let groups = values(headers, GROUP)?;
     let uids = values(headers, UID)?;
@@ -113,47 +179,41 @@ fn resolve(
         ));
     }
 
-    let check =
+    let mut checks = Vec::new();
+    let mut check =
         |resource: &'static str, group: &'static str, namespace: &str, name: &str, sub: &str| {
-            let info = RequestInfo {
-                is_resource_request: true,
-                verb: "impersonate".into(),
-                api_group: group.into(),
-                namespace: namespace.into(),
-                resource: resource.into(),
-                subresource: sub.into(),
+            checks.push(Check {
+                resource,
+                group,
                 name: name.into(),
-                ..RequestInfo::default()
-            };
-            match authz.authorize(&Attributes {
-                user: caller,
-                info: &info,
-            }) {
-                Decision::Allow => Ok(()),
-                Decision::Deny(reason) => Err(Refused::Forbidden {
-                    resource,
-                    group,
+                info: RequestInfo {
+                    is_resource_request: true,
+                    verb: "impersonate".into(),
+                    api_group: group.into(),
+                    namespace: namespace.into(),
+                    resource: resource.into(),
+                    subresource: sub.into(),
                     name: name.into(),
-                    message: forbidden_message(caller, &info, &reason),
-                }),
-            }
+                    ..RequestInfo::default()
+                },
+            });
         };
     match user
         .strip_prefix("system:serviceaccount:")
         .and_then(|r| r.split_once(':'))
     {
-        Some((ns, sa)) => check("serviceaccounts", "", ns, sa, "")?,
-        None => check("users", "", "", &user, "")?,
+        Some((ns, sa)) => check("serviceaccounts", "", ns, sa, ""),
+        None => check("users", "", "", &user, ""),
     }
     for g in &groups {
-        check("groups", "", "", g, "")?;
+        check("groups", "", "", g, "");
     }
     for u in &uids {
-        check("uids", "authentication.k8s.io", "", u, "")?;
+        check("uids", "authentication.k8s.io", "", u, "");
     }
     for (k, vs) in &extra {
         for v in vs {
-            check("userextras", "authentication.k8s.io", "", v, k)?;
+            check("userextras", "authentication.k8s.io", "", v, k);
         }
     }
 
@@ -176,7 +236,7 @@ fn resolve(
     } else {
         effective.ensure_authenticated_group();
     }
-    Ok(effective)
+    Ok(Plan { checks, effective })
 }
 
 #[cfg(test)]

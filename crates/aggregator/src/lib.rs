@@ -8,7 +8,9 @@
 //! health and metrics, wired by [`server`]. Forwarding to extension servers and the delegate
 //! goes through the [`forward`] seam; [`proxying`] implements it over the `proxy` crate's
 //! engine, and the [`controllers`] keep availability, backend discovery and the OpenAPI index
-//! up to date. [`preflight`] lists start-up warnings.
+//! up to date. [`preflight`] lists start-up warnings. [`cluster`] puts it in front of a real
+//! kube-apiserver: Services/EndpointSlices resolution, TokenReview, SubjectAccessReview, the
+//! delegate's discovery and the trust ConfigMap.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), aggregator::Error> {
@@ -27,6 +29,7 @@
 
 pub mod authn;
 pub mod authz;
+pub mod cluster;
 pub mod config;
 pub mod controllers;
 pub mod discovery;
@@ -47,7 +50,7 @@ pub mod server;
 pub mod tls;
 pub mod version;
 
-pub use config::{Config, RequestHeaderFlags};
+pub use config::{ClusterConfig, Config, RequestHeaderFlags};
 pub use discovery::{BackendDiscovery, FetchedVersion};
 pub use error::Error;
 pub use forward::{ForwardTarget, Forwarder, RequestContext};

@@ -1,16 +1,19 @@
 //! `/metrics` in Prometheus text format: upstream's request counter and latency histogram,
 //! in-flight and long-running (watch) gauges, and the aggregator's own series.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
@@ -22,15 +25,126 @@ const BUCKETS: [f64; 23] = [
 ];
 
 fn histogram() -> Histogram {
-    Histogram::new(BUCKETS)
+    Histogram::default()
 }
+
+/// A classic histogram of [`BUCKETS`] whose observations are a few relaxed atomic adds:
+/// prometheus-client's takes a lock per observation, once per request here.
+#[derive(Debug, Clone, Default)]
+pub struct Histogram(Arc<HistogramCells>);
+
+#[derive(Debug, Default)]
+struct HistogramCells {
+    /// Per bucket (not cumulative); the last one is `+Inf`.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    count: AtomicU64,
+    /// The sum, as `f64` bits.
+    sum: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one value.
+    pub fn observe(&self, v: f64) {
+        let cells = &self.0;
+        let i = BUCKETS
+            .iter()
+            .position(|upper| v <= *upper)
+            .unwrap_or(BUCKETS.len());
+        cells.buckets[i].fetch_add(1, Ordering::Relaxed);
+        cells.count.fetch_add(1, Ordering::Relaxed);
+        let _ = cells
+            .sum
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + v).to_bits())
+            });
+    }
+}
+
+impl TypedMetric for Histogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let cells = &self.0;
+        let buckets: Vec<(f64, u64)> = BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(cells.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(
+            f64::from_bits(cells.sum.load(Ordering::Relaxed)),
+            cells.count.load(Ordering::Relaxed),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// FNV-1a: the per-thread series cache below hashes short label values per request.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// The two series one finished request updates, as the families hold them.
+struct RequestSeries {
+    metrics: u64,
+    verb: String,
+    group: String,
+    version: String,
+    resource: String,
+    subresource: String,
+    code: u16,
+    duration: Histogram,
+    count: Counter,
+}
+
+/// Cached series per worker thread, by a hash of their labels: recording a request then takes
+/// no lock and allocates nothing (the families' maps are read-locked and keyed by owned label
+/// vectors). Bounded: cleared when it grows past [`SERIES_CACHE_LIMIT`].
+type SeriesCache = HashMap<u64, Vec<RequestSeries>, BuildHasherDefault<Fnv>>;
+
+const SERIES_CACHE_LIMIT: usize = 4096;
+
+thread_local! {
+    static SERIES: RefCell<SeriesCache> = RefCell::default();
+}
+
+/// Distinguishes [`Metrics`] instances in the per-thread cache (tests run several).
+static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(1);
 
 /// All series. Cheap to share (`Arc`); every metric is atomic or a lock-striped family.
 pub struct Metrics {
+    id: u64,
     registry: Registry,
     requests: Family<Labels, Counter>,
     durations: Family<Labels, Histogram, fn() -> Histogram>,
     inflight: Family<Labels, Gauge>,
+    inflight_readonly: Gauge,
+    inflight_mutating: Gauge,
     watches: Gauge,
     watch_count: AtomicI64,
     discovery_aggregations: Counter,
@@ -115,11 +229,18 @@ impl Metrics {
             "Gauge of APIServices which are marked as unavailable broken down by APIService name.",
             unavailable.clone(),
         );
+        let inflight_readonly =
+            inflight.get_or_create_owned(&vec![("request_kind", "readOnly".to_owned())]);
+        let inflight_mutating =
+            inflight.get_or_create_owned(&vec![("request_kind", "mutating".to_owned())]);
         Metrics {
+            id: NEXT_METRICS_ID.fetch_add(1, Ordering::Relaxed),
             registry,
             requests,
             durations,
             inflight,
+            inflight_readonly,
+            inflight_mutating,
             watches,
             watch_count: AtomicI64::new(0),
             discovery_aggregations,
@@ -140,24 +261,71 @@ impl Metrics {
         code: u16,
         seconds: f64,
     ) {
-        let base: Labels = vec![
-            ("verb", verb.to_ascii_uppercase()),
-            ("group", group.to_owned()),
-            ("version", version.to_owned()),
-            ("resource", resource.to_owned()),
-            ("subresource", subresource.to_owned()),
-        ];
-        self.durations.get_or_create(&base).observe(seconds);
-        let mut with_code = base;
-        with_code.push(("code", code.to_string()));
-        self.requests.get_or_create(&with_code).inc();
+        let mut hasher = Fnv::default();
+        for part in [verb, group, version, resource, subresource] {
+            hasher.write(part.as_bytes());
+            hasher.write_u8(0xff);
+        }
+        hasher.write_u16(code);
+        hasher.write_u64(self.id);
+        let key = hasher.finish();
+        SERIES.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let found = cache.get(&key).and_then(|list| {
+                list.iter().find(|s| {
+                    s.metrics == self.id
+                        && s.code == code
+                        && s.verb == verb
+                        && s.group == group
+                        && s.version == version
+                        && s.resource == resource
+                        && s.subresource == subresource
+                })
+            });
+            if let Some(series) = found {
+                series.duration.observe(seconds);
+                series.count.inc();
+                return;
+            }
+            let base: Labels = vec![
+                ("verb", verb.to_ascii_uppercase()),
+                ("group", group.to_owned()),
+                ("version", version.to_owned()),
+                ("resource", resource.to_owned()),
+                ("subresource", subresource.to_owned()),
+            ];
+            let duration = self.durations.get_or_create_owned(&base);
+            let mut with_code = base;
+            with_code.push(("code", code.to_string()));
+            let count = self.requests.get_or_create_owned(&with_code);
+            duration.observe(seconds);
+            count.inc();
+            if cache.len() >= SERIES_CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.entry(key).or_default().push(RequestSeries {
+                metrics: self.id,
+                verb: verb.to_owned(),
+                group: group.to_owned(),
+                version: version.to_owned(),
+                resource: resource.to_owned(),
+                subresource: subresource.to_owned(),
+                code,
+                duration,
+                count,
+            });
+        });
     }
 
     /// Counts an in-flight request of `kind` (`readOnly` or `mutating`) until the guard drops.
     pub fn inflight(&self, kind: &'static str) -> InflightGuard {
-        let g = self
-            .inflight
-            .get_or_create_owned(&vec![("request_kind", kind.to_owned())]);
+        let g = match kind {
+            "readOnly" => self.inflight_readonly.clone(),
+            "mutating" => self.inflight_mutating.clone(),
+            other => self
+                .inflight
+                .get_or_create_owned(&vec![("request_kind", other.to_owned())]),
+        };
         g.inc();
         InflightGuard(g)
     }

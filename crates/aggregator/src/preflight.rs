@@ -48,7 +48,7 @@ pub fn warnings_at(config: &Config, now: SystemTime) -> Vec<String> {
                 .to_owned(),
         ),
     }
-    if config.service_map.is_none() {
+    if config.service_map.is_none() && crate::cluster::own_source(config).is_none() {
         out.push(
             "no --service-map: Services cannot be resolved, so every remote APIService is \
              unavailable (ServiceNotFound)"

@@ -38,6 +38,10 @@ pub struct ProxySetup {
     pub services: ServiceMapResolver,
     /// Whether `--service-map` was given (only then is the file watched).
     pub has_service_map: bool,
+    /// The Services/EndpointSlices resolver, used instead of the service map when the cluster
+    /// is reachable (`--kubeconfig`, `--delegate-kubeconfig` or in-cluster) and no
+    /// `--service-map` is given; its informers start with [`crate::cluster::ClusterSetup`].
+    pub cluster: Option<crate::cluster::resolver::ClusterResolver>,
     /// The delegate (`--delegate-url`).
     pub delegate: Option<Backend>,
 }
@@ -63,6 +67,9 @@ pub fn engine_config(config: &Config) -> Result<EngineConfig, Error> {
         },
         reject_forwarding_redirects: config.aggregator_reject_forwarding_redirect,
         identity_headers: config.proxy_header_names()?,
+        // HTTP/2 when the backend offers it, as upstream; `--proxy-backend-http2=false` uses
+        // pooled HTTP/1.1 connections driven by each request's own task (docs/benchmarks.md).
+        http2: config.proxy_backend_http2,
         ..EngineConfig::default()
     })
 }
@@ -94,11 +101,14 @@ impl ProxySetup {
                 false,
             ),
         };
-        let engine = Engine::new(
-            engine_config(config)?,
-            identity.clone(),
-            Arc::new(services.clone()),
-        );
+        let engine_config = engine_config(config)?;
+        let cluster = (!has_service_map && crate::cluster::own_source(config).is_some())
+            .then(|| crate::cluster::resolver::ClusterResolver::new(engine_config.routing));
+        let resolver: Arc<dyn proxy::ServiceResolver> = match &cluster {
+            Some(c) => Arc::new(c.clone()),
+            None => Arc::new(services.clone()),
+        };
+        let engine = Engine::new(engine_config, identity.clone(), resolver);
         let delegate = match &config.delegate_url {
             Some(url) => {
                 let ca = match &config.delegate_ca_file {
@@ -110,13 +120,27 @@ impl ProxySetup {
                     .map_err(|e| Error::Config(format!("--delegate-url: {e}")))?;
                 Some(backend)
             }
-            None => None,
+            // `--delegate-kubeconfig` or in-cluster: the kubeconfig's server and CA, still with
+            // the front-proxy certificate and the caller's identity.
+            None => match crate::cluster::delegate_target(config)? {
+                Some(target) => {
+                    let mut spec = BackendSpec::url(target.url, target.ca_pem);
+                    spec.insecure_skip_tls_verify = target.insecure;
+                    Some(
+                        engine
+                            .backend(&spec)
+                            .map_err(|e| Error::Config(format!("--delegate-kubeconfig: {e}")))?,
+                    )
+                }
+                None => None,
+            },
         };
         Ok(ProxySetup {
             engine,
             identity,
             services,
             has_service_map,
+            cluster,
             delegate,
         })
     }

@@ -67,6 +67,17 @@ impl Server {
         store: Arc<dyn Store>,
         forwarder: Arc<dyn Forwarder>,
     ) -> Result<Server, Error> {
+        Server::bind_with(config, store, forwarder, crate::cluster::Hooks::default()).await
+    }
+
+    /// [`Server::bind`] with delegated authentication and authorization (TokenReview,
+    /// SubjectAccessReview) from [`crate::cluster::ClusterSetup::hooks`].
+    pub async fn bind_with(
+        config: &Config,
+        store: Arc<dyn Store>,
+        forwarder: Arc<dyn Forwarder>,
+        hooks: crate::cluster::Hooks,
+    ) -> Result<Server, Error> {
         config.validate()?;
         let (resolver, reloader) = tls::serving_cert(
             config.tls_cert_file.as_deref(),
@@ -80,7 +91,10 @@ impl Server {
             client_roots.extend(tls::load_ca_bundle(&rh.client_ca_file)?);
         }
         let tls_config = tls::server_config(resolver, &client_roots)?;
-        let authn = Authenticator::from_config(config)?;
+        let mut authn = Authenticator::from_config(config)?;
+        if let Some(review) = hooks.token_review {
+            authn = authn.with_token_review(review);
+        }
         let authz: Arc<dyn Authorizer> = match &config.authorization_policy_file {
             Some(p) => Arc::new(AbacPolicy::load(p)?),
             None => Arc::new(DefaultPolicy),
@@ -118,6 +132,7 @@ impl Server {
             request_timeout: config.request_timeout,
             shutting_down: shutdown_rx,
             store: store.clone(),
+            delegated_authz: hooks.authorizer,
         });
         let addr = config.listen_addr();
         let listener = TcpListener::bind(addr)

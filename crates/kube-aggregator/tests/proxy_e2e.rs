@@ -633,7 +633,8 @@ fn availability_follows_the_backend_and_others_stay_fast() -> Result<()> {
             ("toys", toys.addr),
             ("slow", hole.addr),
         ],
-        &[],
+        // The HTTP/1.1 pool instead of negotiated HTTP/2: the rest must behave the same.
+        &["--proxy-backend-http2=false".to_string()],
     )?;
     w.register("wardle.example.com", "v1alpha1", Some("api"))?;
     w.register("toys.example.com", "v1", Some("toys"))?;
@@ -642,6 +643,9 @@ fn availability_follows_the_backend_and_others_stay_fast() -> Result<()> {
         "True",
         Duration::from_secs(15),
     )?;
+    let got = w.echo(Who::Admin, FLUNDERS, &[])?;
+    ensure!(got["httpVersion"] == "HTTP/1.1", "{got}");
+    ensure!(got["user"]["name"] == "admin", "{got}");
     w.wait_available("v1.toys.example.com", "True", Duration::from_secs(15))?;
 
     // A backend that accepts connections but never answers does not hold up another one

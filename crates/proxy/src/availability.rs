@@ -129,6 +129,11 @@ impl Availability {
     fn from_error(error: &Error) -> Availability {
         let status = match error {
             Error::ServiceAccess { .. } => ConditionStatus::Unknown,
+            Error::Unresolvable {
+                reason:
+                    AvailabilityReason::ServiceAccessError | AvailabilityReason::EndpointsAccessError,
+                ..
+            } => ConditionStatus::Unknown,
             _ => ConditionStatus::False,
         };
         Availability {

@@ -6,8 +6,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use front_proxy::HeaderNames;
-use http::Uri;
 use http::uri::Scheme;
+use http::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
@@ -17,6 +17,7 @@ use crate::body::Body;
 use crate::connect::{Connector, Timeouts};
 use crate::discovery::DiscoveryCache;
 use crate::error::Error;
+use crate::pool::{Http1Pool, PooledBody};
 use crate::resolve::{BackendAddr, ResolvedService, RoutingMode, ServiceRef, ServiceResolver};
 use crate::tls::{BackendTls, ClientIdentity, Roots, TlsFactory};
 
@@ -35,8 +36,11 @@ pub struct EngineConfig {
     /// headers written to backends (the first name of each list) and stripped from clients (all
     /// names). By default `X-Remote-User`, `X-Remote-Uid`, `X-Remote-Group`, `X-Remote-Extra-`.
     pub identity_headers: HeaderNames,
-    /// Offer HTTP/2 to backends (ALPN `h2, http/1.1`); when false, pooled requests use
-    /// HTTP/1.1 connections only. By default true.
+    /// Offer HTTP/2 to backends (ALPN `h2, http/1.1`): concurrent requests then share one
+    /// multiplexed connection. When false, pooled requests use HTTP/1.1 connections only, one per
+    /// request in flight, driven by the requesting task itself — the faster choice for small
+    /// API requests (no shared connection lock, no hop to a connection task, and a cheaper
+    /// exchange for the backend too; `docs/benchmarks.md`). By default true.
     pub http2: bool,
     /// TCP connect timeout. By default 30 s (client-go's dialer).
     pub connect_timeout: Duration,
@@ -350,10 +354,76 @@ fn parse_url(url: &Uri) -> Result<(ServerName<'static>, Scheme, BackendAddr), Er
 /// Everything needed to send requests to one backend at one client certificate generation.
 pub(crate) struct Transport {
     pub(crate) generation: u64,
-    /// For ordinary requests through the pool (ALPN h2 + http/1.1).
-    pub(crate) client: Client<Connector, Body>,
+    /// For ordinary requests.
+    pooled: Pooled,
     /// For upgrades and probes: fresh connections with ALPN http/1.1 only.
     pub(crate) http1: Connector,
+}
+
+/// The pool ordinary requests go through.
+enum Pooled {
+    /// `EngineConfig::http2`: hyper-util's client, HTTP/2 when the backend offers it in ALPN
+    /// (one multiplexed connection), pooled HTTP/1.1 otherwise.
+    Negotiated(Box<Client<Connector, Body>>),
+    /// HTTP/1.1 only: our pool, whose connections are driven by the requesting task.
+    Http1(Arc<Http1Pool>),
+}
+
+impl Transport {
+    /// Sends one request (absolute URI) to `addr` through the pool. Errors keep their source
+    /// chain for [`crate::connect::classify_chain`].
+    pub(crate) async fn send(
+        &self,
+        addr: &BackendAddr,
+        request: Request<Body>,
+    ) -> Result<Response<TransportBody>, crate::BoxError> {
+        match &self.pooled {
+            Pooled::Negotiated(client) => match client.request(request).await {
+                Ok(response) => Ok(response.map(TransportBody::Shared)),
+                Err(e) => Err(Box::new(e)),
+            },
+            Pooled::Http1(pool) => match pool.send(addr, request).await {
+                Ok(response) => Ok(response.map(TransportBody::Pooled)),
+                Err(e) => Err(e),
+            },
+        }
+    }
+}
+
+/// A backend response body from either pool; both fail with hyper's errors, which the error
+/// classification reads.
+pub(crate) enum TransportBody {
+    Shared(hyper::body::Incoming),
+    Pooled(PooledBody),
+}
+
+impl http_body::Body for TransportBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            TransportBody::Shared(body) => std::pin::Pin::new(body).poll_frame(cx),
+            TransportBody::Pooled(body) => std::pin::Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            TransportBody::Shared(body) => body.is_end_stream(),
+            TransportBody::Pooled(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            TransportBody::Shared(body) => body.size_hint(),
+            TransportBody::Pooled(body) => body.size_hint(),
+        }
+    }
 }
 
 struct BackendInner {
@@ -402,18 +472,24 @@ fn build_transport(
         };
         (make(Arc::clone(pooled)), make(Arc::clone(&tls.http1)))
     };
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(engine.config.pool_idle_timeout)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        // Dead HTTP/2 connections are noticed within ~45 s instead of at the next request, as
-        // client-go's ReadIdleTimeout/PingTimeout do.
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .http2_keep_alive_timeout(Duration::from_secs(15))
-        .build(normal);
+    let pooled = if engine.config.http2 {
+        Pooled::Negotiated(Box::new(
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(engine.config.pool_idle_timeout)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                // Dead HTTP/2 connections are noticed within ~45 s instead of at the next
+                // request, as client-go's ReadIdleTimeout/PingTimeout do.
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .http2_keep_alive_timeout(Duration::from_secs(15))
+                .build(normal),
+        ))
+    } else {
+        Pooled::Http1(Http1Pool::new(normal, engine.config.pool_idle_timeout))
+    };
     Ok(Transport {
         generation,
-        client,
+        pooled,
         http1,
     })
 }

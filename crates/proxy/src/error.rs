@@ -59,6 +59,19 @@ pub enum Error {
         message: String,
     },
 
+    /// A resolver's own refusal, with upstream's reason and wording (e.g. the EndpointSlice
+    /// messages of a Kubernetes resolver, or a headless Service under ClusterIP routing). It is
+    /// answered like the other resolution errors (503 `service unavailable`).
+    #[error("{message}")]
+    Unresolvable {
+        /// The Service asked for.
+        service: ServiceRef,
+        /// The `Available` condition reason this stands for.
+        reason: AvailabilityReason,
+        /// The condition message.
+        message: String,
+    },
+
     /// The APIService's TLS settings cannot be turned into a client configuration: an unparsable
     /// `caBundle`, or `caBundle` together with `insecureSkipTLSVerify`. Upstream answers 500 with
     /// this text (§5.1 step 4).
@@ -345,6 +358,7 @@ impl Error {
             | Error::EndpointsNotFound { .. }
             | Error::MissingEndpoints { .. }
             | Error::ServiceAccess { .. }
+            | Error::Unresolvable { .. }
             | Error::Transport { .. }
             | Error::InvalidUpgradeResponse { .. }
             | Error::BadStatus { .. }
@@ -370,6 +384,7 @@ impl Error {
                 | Error::EndpointsNotFound { .. }
                 | Error::MissingEndpoints { .. }
                 | Error::ServiceAccess { .. }
+                | Error::Unresolvable { .. }
         )
     }
 
@@ -390,6 +405,7 @@ impl Error {
             Error::EndpointsNotFound { .. } => AvailabilityReason::EndpointsNotFound,
             Error::MissingEndpoints { .. } => AvailabilityReason::MissingEndpoints,
             Error::ServiceAccess { .. } => AvailabilityReason::ServiceAccessError,
+            Error::Unresolvable { reason, .. } => *reason,
             _ => AvailabilityReason::FailedDiscoveryCheck,
         }
     }

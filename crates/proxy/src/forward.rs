@@ -225,6 +225,15 @@ const CORS: [HeaderName; 4] = [
 /// Removes hop-by-hop headers, including those the `Connection` header names; `Connection` and
 /// `Upgrade` themselves survive when `keep_upgrade`.
 fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Usually there is none: one pass over the names instead of a dozen hashed removals.
+    if !headers.keys().any(|name| {
+        *name == header::CONNECTION
+            || *name == header::UPGRADE
+            || *name == header::TE
+            || HOP_BY_HOP.iter().any(|h| h == name)
+    }) {
+        return;
+    }
     if !keep_upgrade && headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -250,6 +259,54 @@ fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if !keep_upgrade {
         headers.remove(header::CONNECTION);
         headers.remove(header::UPGRADE);
+    }
+}
+
+/// An IP address as text without going through `fmt` (IPv4, the common case, is written by
+/// hand; IPv6 falls back to `Display`).
+pub(crate) struct IpText {
+    buf: [u8; 45],
+    len: usize,
+}
+
+impl IpText {
+    pub(crate) fn new(ip: IpAddr) -> IpText {
+        let mut text = IpText {
+            buf: [0; 45],
+            len: 0,
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(b'.');
+                    }
+                    if octet >= 100 {
+                        text.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        text.push(b'0' + octet / 10 % 10);
+                    }
+                    text.push(b'0' + octet % 10);
+                }
+            }
+            IpAddr::V6(v6) => {
+                let s = v6.to_string();
+                let n = s.len().min(text.buf.len());
+                text.buf[..n].copy_from_slice(&s.as_bytes()[..n]);
+                text.len = n;
+            }
+        }
+        text
+    }
+
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
     }
 }
 
@@ -329,18 +386,18 @@ pub(crate) fn rewrite_request(
 
     // 5. Forwarding headers, as Go's ReverseProxy and the proxy transport set them.
     if let Some(ip) = ctx.client_addr {
-        let client = ip.to_string();
+        let client = IpText::new(ip);
         let value = if headers.contains_key(&X_FORWARDED_FOR) {
             let prior: Vec<&str> = headers
                 .get_all(&X_FORWARDED_FOR)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .collect();
-            format!("{}, {client}", prior.join(", "))
+            HeaderValue::from_str(&format!("{}, {}", prior.join(", "), client.as_str()))
         } else {
-            client
+            HeaderValue::from_str(client.as_str())
         };
-        if let Ok(value) = HeaderValue::from_str(&value) {
+        if let Ok(value) = value {
             headers.insert(X_FORWARDED_FOR, value);
         }
     }
@@ -370,8 +427,10 @@ pub(crate) fn rewrite_request(
 /// Strips what must not travel back to the client: CORS headers (the aggregator's own CORS
 /// filter decides) and hop-by-hop headers (the server frames its own response).
 pub(crate) fn rewrite_response_headers(headers: &mut HeaderMap, keep_upgrade: bool) {
-    for name in CORS {
-        headers.remove(name);
+    if headers.keys().any(|name| CORS.iter().any(|c| c == name)) {
+        for name in CORS {
+            headers.remove(name);
+        }
     }
     remove_hop_by_hop(headers, keep_upgrade);
 }
@@ -459,8 +518,8 @@ impl Engine {
             (tokio::time::Instant::now() + after, after)
         });
         let transport = backend.transport(engine);
-        // 5. Send through the pool (HTTP/2 multiplexed when the backend offers it).
-        let sent = transport.client.request(Request::from_parts(parts, body));
+        // 5. Send through the pool (HTTP/2 multiplexed when offered and enabled).
+        let sent = transport.send(&target.addr, Request::from_parts(parts, body));
         let result = match deadline {
             Some((at, after)) => match tokio::time::timeout_at(at, sent).await {
                 Ok(result) => result,
@@ -484,8 +543,8 @@ impl Engine {
                     expected: backend.server_name(),
                     roots: transport.http1.roots,
                 };
-                let cause = classify_chain(&e, &ctx);
-                let error = transport_error(engine, &target, cause, Some(Box::new(e)));
+                let cause = classify_chain(&*e, &ctx);
+                let error = transport_error(engine, &target, cause, Some(e));
                 return error_response(error, Some(target.addr));
             }
         };
@@ -566,12 +625,11 @@ impl Engine {
         };
         let exchange = async {
             let response = transport
-                .client
-                .request(Request::from_parts(parts, body))
+                .send(&target.addr, Request::from_parts(parts, body))
                 .await
-                .map_err(|e| {
-                    let cause = classify_chain(&e, &tls_ctx);
-                    transport_error(engine, &target, cause, Some(Box::new(e)))
+                .map_err(|e: crate::BoxError| {
+                    let cause = classify_chain(&*e, &tls_ctx);
+                    transport_error(engine, &target, cause, Some(e))
                 })?;
             let (head, body) = response.into_parts();
             let body = http_body_util::Limited::new(body, limit)
@@ -641,6 +699,21 @@ mod tests {
         assert!(!is_upgrade_request(&h));
         h.append(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         assert!(is_upgrade_request(&h));
+    }
+
+    #[test]
+    fn ip_text_matches_display() {
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.5",
+            "192.168.100.255",
+            "255.255.255.255",
+            "::1",
+            "fe80::1:2",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::new(ip).as_str(), ip.to_string());
+        }
     }
 
     #[test]

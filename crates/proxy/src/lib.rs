@@ -69,6 +69,7 @@ mod engine;
 mod error;
 mod forward;
 mod openapi;
+mod pool;
 mod resolve;
 mod service_map;
 mod tls;

@@ -332,7 +332,7 @@ fn tls_config(config: &BackendConfig) -> Result<rustls::ServerConfig> {
 /// Asks for a client certificate without requiring or verifying it in the handshake, like Go's
 /// `tls.RequestClientCert` in k8s.io/apiserver: the authenticator decides per request.
 #[derive(Debug)]
-struct RequestClientCert(Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct RequestClientCert(pub(crate) Arc<rustls::crypto::CryptoProvider>);
 
 impl ClientCertVerifier for RequestClientCert {
     fn offer_client_auth(&self) -> bool {

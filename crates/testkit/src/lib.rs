@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod etcd;
+pub mod kube_apiserver_standin;
 pub mod kubectl;
 pub mod process;
 pub mod server;

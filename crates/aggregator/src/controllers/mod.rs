@@ -40,12 +40,20 @@ impl Controllers {
         let (changes_tx, changes_rx) = watch::channel(0u64);
         let mut services = proxy.services.subscribe();
         let mut identity = proxy.identity.subscribe();
+        // The cluster resolver's changes of Services/EndpointSlices APIServices refer to.
+        let mut cluster = proxy.cluster.as_ref().map(|c| c.changes());
         let mut stop = server.shutdown_watch();
         let relay = tokio::spawn(async move {
             loop {
                 tokio::select! {
                     r = services.changed() => if r.is_err() { break },
                     r = identity.changed() => if r.is_err() { break },
+                    r = async {
+                        match cluster.as_mut() {
+                            Some(c) => c.changed().await,
+                            None => std::future::pending().await,
+                        }
+                    } => if r.is_err() { cluster = None; continue },
                     _ = stop.changed() => break,
                 }
                 changes_tx.send_modify(|n| *n = n.wrapping_add(1));

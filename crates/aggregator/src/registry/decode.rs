@@ -366,6 +366,14 @@ pub fn to_apiservice(mut value: Value) -> Result<APIService, Status> {
             )));
         }
     }
+    // kube-apiserver decodes `[]byte` with Go's base64, which skips '\r' and '\n': a wrapped
+    // caBundle (`base64` without `-w0`, kustomize's generated Secret data) is accepted there,
+    // so it is here.
+    if let Some(Value::String(bundle)) = m.get_mut("spec").and_then(|s| s.get_mut("caBundle"))
+        && bundle.contains(['\r', '\n'])
+    {
+        bundle.retain(|c| c != '\r' && c != '\n');
+    }
     let mut obj: APIService = serde_json::from_value(value).map_err(|e| {
         Status::bad_request(format!(
             "APIService in version \"v1\" cannot be handled as a APIService: {e}"
@@ -391,6 +399,29 @@ pub fn parse_object_body(content_type: Option<&str>, body: &[u8]) -> Result<Pars
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wrapped_ca_bundle_decodes_as_go_does() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIBfjCCASSgAwIBAgIU\n-----END CERTIFICATE-----\n";
+        use base64::Engine as _;
+        let flat = base64::engine::general_purpose::STANDARD.encode(pem);
+        let wrapped: String = flat
+            .as_bytes()
+            .chunks(20)
+            .map(|c| format!("{}\r\n", String::from_utf8_lossy(c)))
+            .collect();
+        let decode = |bundle: &str| {
+            to_apiservice(serde_json::json!({"spec": {"caBundle": bundle}}))
+                .unwrap_or_else(|e| panic!("{}", e.message))
+                .spec
+                .and_then(|s| s.ca_bundle)
+                .map(|b| b.0)
+        };
+        assert_eq!(decode(&wrapped), Some(pem.as_bytes().to_vec()));
+        assert_eq!(decode(&flat), decode(&wrapped));
+        // Other whitespace is still an error, as in Go.
+        assert!(to_apiservice(serde_json::json!({"spec": {"caBundle": "QUJD RA=="}})).is_err());
+    }
 
     #[test]
     fn duplicates_are_found_with_paths() {

@@ -77,6 +77,10 @@ pub struct Args {
     /// Turn backend redirects into 502.
     #[arg(long = "aggregator-reject-forwarding-redirect", action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
     aggregator_reject_forwarding_redirect: bool,
+    /// Offer HTTP/2 to extension API servers (ALPN h2, http/1.1; one multiplexed connection per
+    /// backend, as upstream). `false`: pooled HTTP/1.1 connections, one per request in flight.
+    #[arg(long = "proxy-backend-http2", action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    proxy_backend_http2: bool,
     /// Where local APIServices and unknown paths are sent (http:// or https://), with the
     /// proxy client certificate and the caller's identity.
     #[arg(long = "delegate-url", value_name = "URL")]
@@ -84,6 +88,49 @@ pub struct Args {
     /// CA bundle verifying the delegate's serving certificate (default: system roots).
     #[arg(long = "delegate-ca-file", value_name = "FILE")]
     delegate_ca_file: Option<PathBuf>,
+    /// The delegate (kube-apiserver) is this kubeconfig's server, verified with its CA;
+    /// requests still carry the proxy client certificate and the caller's identity.
+    #[arg(long = "delegate-kubeconfig", value_name = "FILE")]
+    delegate_kubeconfig: Option<PathBuf>,
+    /// Client for the aggregator's own calls (Services, EndpointSlices, the trust ConfigMap);
+    /// default: --delegate-kubeconfig, else the in-cluster service account.
+    #[arg(long = "kubeconfig", value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Check unknown bearer tokens with a TokenReview through this kubeconfig (in a pod: the
+    /// service account).
+    #[arg(long = "authentication-kubeconfig", value_name = "FILE")]
+    authentication_kubeconfig: Option<PathBuf>,
+    /// How long TokenReview answers are cached (Go duration).
+    #[arg(long = "authentication-token-webhook-cache-ttl", default_value = "10s")]
+    authentication_token_webhook_cache_ttl: String,
+    /// Decide requests with a SubjectAccessReview through this kubeconfig (in a pod: the
+    /// service account); replaces the default policy.
+    #[arg(long = "authorization-kubeconfig", value_name = "FILE")]
+    authorization_kubeconfig: Option<PathBuf>,
+    /// How long allowed SubjectAccessReview answers are cached (Go duration).
+    #[arg(
+        long = "authorization-webhook-cache-authorized-ttl",
+        default_value = "10s"
+    )]
+    authorization_webhook_cache_authorized_ttl: String,
+    /// How long denied SubjectAccessReview answers are cached (Go duration).
+    #[arg(
+        long = "authorization-webhook-cache-unauthorized-ttl",
+        default_value = "10s"
+    )]
+    authorization_webhook_cache_unauthorized_ttl: String,
+    /// Non-resource paths anyone may get without a SubjectAccessReview (comma-separated; a
+    /// trailing * is a prefix).
+    #[arg(
+        long = "authorization-always-allow-paths",
+        value_delimiter = ',',
+        default_value = "/healthz,/livez,/readyz,/version"
+    )]
+    authorization_always_allow_paths: Vec<String>,
+    /// Write our front-proxy CA and header names into
+    /// kube-system/extension-apiserver-authentication (default: only check it).
+    #[arg(long = "publish-authentication-configmap", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    publish_authentication_configmap: bool,
     /// Storage: embedded:DIR or etcd://host:port[,host:port…][/prefix].
     #[arg(long, default_value = "embedded:./data")]
     store: String,
@@ -163,6 +210,7 @@ fn config(a: &Args) -> Result<aggregator::Config, String> {
         service_map: a.service_map.clone(),
         enable_aggregator_routing: a.enable_aggregator_routing,
         aggregator_reject_forwarding_redirect: a.aggregator_reject_forwarding_redirect,
+        proxy_backend_http2: a.proxy_backend_http2,
         delegate_url,
         delegate_ca_file: a.delegate_ca_file.clone(),
         max_requests_inflight: a.max_requests_inflight,
@@ -175,6 +223,33 @@ fn config(a: &Args) -> Result<aggregator::Config, String> {
         request_timeout: duration("request-timeout", &a.request_timeout)?,
         min_request_timeout: Duration::from_secs(a.min_request_timeout),
         shutdown_timeout: duration("shutdown-timeout", &a.shutdown_timeout)?,
+        cluster: aggregator::ClusterConfig {
+            delegate_kubeconfig: a.delegate_kubeconfig.clone(),
+            kubeconfig: a.kubeconfig.clone(),
+            // In a pod with nothing said about the cluster: its service account, as
+            // k8s.io/apiserver's delegating servers do.
+            in_cluster: aggregator::cluster::running_in_pod()
+                && a.delegate_url.is_none()
+                && a.delegate_kubeconfig.is_none()
+                && a.kubeconfig.is_none()
+                && a.service_map.is_none(),
+            authentication_kubeconfig: a.authentication_kubeconfig.clone(),
+            authentication_cache_ttl: duration(
+                "authentication-token-webhook-cache-ttl",
+                &a.authentication_token_webhook_cache_ttl,
+            )?,
+            authorization_kubeconfig: a.authorization_kubeconfig.clone(),
+            authorization_cache_authorized_ttl: duration(
+                "authorization-webhook-cache-authorized-ttl",
+                &a.authorization_webhook_cache_authorized_ttl,
+            )?,
+            authorization_cache_unauthorized_ttl: duration(
+                "authorization-webhook-cache-unauthorized-ttl",
+                &a.authorization_webhook_cache_unauthorized_ttl,
+            )?,
+            always_allow_paths: a.authorization_always_allow_paths.clone(),
+            publish_authentication_configmap: a.publish_authentication_configmap,
+        },
     };
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
@@ -225,33 +300,83 @@ async fn serve(
     let store = store::open(&store_url)
         .await
         .map_err(|e| anyhow::anyhow!("opening the store {store_url}: {e}"))?;
-    let (recheck, rechecks) = recheck_channel();
-    let server = match aggregator::Server::bind(
-        &config,
-        store.clone(),
-        proxy.forwarder(Some(recheck)),
-    )
-    .await
-    {
-        Ok(server) => server,
+    let bound = match bind_server(&config, proxy, store.clone()).await {
+        Ok(bound) => bound,
         Err(e) => {
             close_store(store.as_ref()).await;
             return Err(e.into());
         }
     };
-    let reloaders = proxy.spawn_reloaders();
-    let controllers = Controllers::spawn(&server, &proxy, rechecks);
-    tracing::info!(address = %server.local_addr()?, store = %store_url, "serving on https://{}", server.local_addr()?);
-    let result = server.run(shutdown_signal()).await;
-    controllers.join(Duration::from_secs(5)).await;
-    for task in reloaders {
-        task.abort();
-    }
+    tracing::info!(store = %store_url, "store opened");
+    let result = bound.run(shutdown_signal()).await;
     // Ends the store's watches cleanly and releases the embedded store's lock.
     close_store(store.as_ref()).await;
     result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The server stack of `serve` (forwarder over the proxy engine, availability rechecks), bound
+/// to its port but not serving yet. `kube-aggregator up` runs the same stack in-process.
+pub(crate) struct BoundServer {
+    /// The bound server (for its address, APIService snapshots and status writer before it runs).
+    pub(crate) server: aggregator::Server,
+    proxy: ProxySetup,
+    rechecks: aggregator::controllers::availability::RecheckReceiver,
+    cluster: aggregator::cluster::ClusterSetup,
+}
+
+/// Binds the server stack; the caller owns `store` (and closes it after [`BoundServer::run`]).
+pub(crate) async fn bind_server(
+    config: &aggregator::Config,
+    proxy: ProxySetup,
+    store: std::sync::Arc<dyn store::Store>,
+) -> Result<BoundServer, aggregator::Error> {
+    let (recheck, rechecks) = recheck_channel();
+    // Cluster clients (TokenReview, SubjectAccessReview, Services/EndpointSlices, the trust
+    // ConfigMap) when a kubeconfig or the in-cluster service account is configured.
+    let cluster = aggregator::cluster::ClusterSetup::new(config).await?;
+    let server = aggregator::Server::bind_with(
+        config,
+        store,
+        proxy.forwarder(Some(recheck)),
+        cluster.hooks(),
+    )
+    .await?;
+    Ok(BoundServer {
+        server,
+        proxy,
+        rechecks,
+        cluster,
+    })
+}
+
+impl BoundServer {
+    /// Starts the proxy's reload loops and the controllers, serves until `shutdown`, then
+    /// drains and stops them.
+    pub(crate) async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), aggregator::Error> {
+        let BoundServer {
+            server,
+            proxy,
+            rechecks,
+            cluster,
+        } = self;
+        let reloaders = proxy.spawn_reloaders();
+        // Before the controllers: availability waits for the first Services/EndpointSlices.
+        let cluster_tasks = cluster.spawn(&server, &proxy).await;
+        let controllers = Controllers::spawn(&server, &proxy, rechecks);
+        let addr = server.local_addr()?;
+        tracing::info!(address = %addr, "serving on https://{addr}");
+        let result = server.run(shutdown).await;
+        controllers.join(Duration::from_secs(5)).await;
+        for task in reloaders.into_iter().chain(cluster_tasks) {
+            task.abort();
+        }
+        result
+    }
 }
 
 async fn close_store(store: &dyn store::Store) {
