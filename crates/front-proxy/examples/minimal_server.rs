@@ -43,12 +43,8 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tower_layer::Layer;
@@ -221,69 +217,14 @@ fn server_tls(cert_file: &Path, key_file: &Path) -> anyhow::Result<rustls::Serve
     let key = PrivateKeyDer::from_pem_file(key_file)
         .with_context(|| format!("reading {}", key_file.display()))?;
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let verifier = RequestClientCert {
-        algorithms: provider.signature_verification_algorithms,
-    };
+    // Go's `tls.RequestClientCert`: ask for a certificate, trust it per request (below).
+    let verifier = front_proxy::tls::RequestClientCert::new(&provider);
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(Arc::new(verifier))
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
-}
-
-/// Go's `tls.RequestClientCert`: ask for a certificate, require proof of its key, and leave the
-/// trust decision to the authenticators (the request-header one here).
-#[derive(Debug)]
-struct RequestClientCert {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ClientCertVerifier for RequestClientCert {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        // Clients without a certificate (health checks, token users) still get a connection.
-        false
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        // Deferred: `front_proxy::Authenticator` verifies the chain for every request.
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
 }
 
 /// The API: discovery for one group-version with one read-only resource, `whoami`.

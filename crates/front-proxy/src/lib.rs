@@ -20,7 +20,9 @@
 //! - `reload`: `reload::ReloadingAuthenticator`, which follows CA-file or ConfigMap changes
 //!   without a restart;
 //! - `test-util`: `test_util`, a throw-away front-proxy CA and proxied requests for tests,
-//!   including bad certificates.
+//!   including bad certificates;
+//! - `rustls`: `tls::RequestClientCert`, the handshake side (Go's `tls.RequestClientCert`) for a
+//!   rustls server.
 //!
 //! # An extension server's side
 //!
@@ -83,6 +85,8 @@ pub mod layer;
 pub mod reload;
 #[cfg(feature = "test-util")]
 pub mod test_util;
+#[cfg(feature = "rustls")]
+pub mod tls;
 
 pub use authenticator::{Authenticator, Refusal};
 pub use config::{ConfigError, RequestHeaderConfig};

@@ -9,12 +9,8 @@ use std::time::Duration;
 
 use front_proxy::HeaderNames;
 use front_proxy::reload::{CaFileReloader, ReloadingAuthenticator};
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::Error;
 use crate::authn::ClientCertAuthenticator;
@@ -325,9 +321,7 @@ fn server_tls(cert_file: &Path, key_file: &Path) -> Result<rustls::ServerConfig,
         reason: format!("no usable private key: {e}"),
     })?;
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let verifier = RequestClientCert {
-        algorithms: provider.signature_verification_algorithms,
-    };
+    let verifier = front_proxy::tls::RequestClientCert::new(&provider);
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| cert_err(e.to_string()))?
@@ -336,61 +330,4 @@ fn server_tls(cert_file: &Path, key_file: &Path) -> Result<rustls::ServerConfig,
         .map_err(|e| cert_err(format!("certificate and key do not work together: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
-}
-
-/// Go's `tls.RequestClientCert`: ask for a certificate, check the client holds its key, and
-/// leave trust to the authenticators. That lets the request-header CA reload without a new TLS
-/// config and turns a bad certificate into a 401 (with a logged reason) rather than a failed
-/// handshake. No CA names are hinted: Go clients would then withhold a certificate whose issuer
-/// is not listed.
-#[derive(Debug)]
-struct RequestClientCert {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ClientCertVerifier for RequestClientCert {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        // Health probes and anonymous clients connect without a certificate.
-        false
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        // Deferred to the authenticators, for every request.
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
 }

@@ -364,7 +364,7 @@ fn tls_config(config: &StandinConfig) -> Result<rustls::ServerConfig> {
         PrivateKeyDer::from_pem_slice(config.serving_key_pem.as_bytes()).context("serving key")?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut tls = rustls::ServerConfig::builder()
-        .with_client_cert_verifier(Arc::new(crate::backend::RequestClientCert(provider)))
+        .with_client_cert_verifier(front_proxy::tls::RequestClientCert::arc(&provider))
         .with_single_cert(chain, key)?;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tls)

@@ -26,8 +26,6 @@ use proxy::{
     ServiceMapResolver, ServiceRef, boxed, empty, full,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -104,60 +102,6 @@ impl Pki {
 
     pub fn ca_bundle(&self) -> Vec<u8> {
         self.serving_ca.cert_pem().as_bytes().to_vec()
-    }
-}
-
-/// Requests a client certificate but does not require or verify it, like Go's
-/// `tls.RequestClientCert` in k8s.io/apiserver: the authenticator decides later.
-#[derive(Debug)]
-struct RequestAnyClientCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl ClientCertVerifier for RequestAnyClientCert {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        Ok(ClientCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -279,7 +223,7 @@ impl TestBackend {
         };
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut config = rustls::ServerConfig::builder()
-            .with_client_cert_verifier(Arc::new(RequestAnyClientCert(provider)))
+            .with_client_cert_verifier(front_proxy::tls::RequestClientCert::arc(&provider))
             .with_single_cert(chain, key)?;
         config.alpn_protocols = options.alpn.clone();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
