@@ -170,14 +170,7 @@ fn exit_for(e: &metrics_apiserver::Error) -> ExitCode {
 /// Runs the subcommand: checks the configuration (exit 64 on bad input, before any runtime),
 /// then serves until SIGTERM or SIGINT (exit 0) or a runtime failure (exit 1).
 pub fn run(args: Args) -> ExitCode {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
+    let _logs = super::logging::init("info", super::logging::Sink::Stderr);
     let config = args.flags.into_config();
     if config.request_header.is_none() && config.client_ca_file.is_none() {
         tracing::warn!(

@@ -1,5 +1,6 @@
 //! One module per subcommand; each owns its flags (`Args`), validates them into its config and runs.
 
+pub mod logging;
 pub mod metrics_server;
 pub mod pki;
 pub mod serve;

@@ -4,7 +4,6 @@
 //! warnings, the server, the proxy's reload loops and the controllers; on SIGTERM the server
 //! drains, the controllers stop and the store is closed.
 
-use std::io::IsTerminal;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -261,20 +260,13 @@ fn first_line(message: &str) -> &str {
     message.lines().next().unwrap_or_default().trim_end()
 }
 
-fn init_logging(verbosity: u8) {
+fn init_logging(verbosity: u8) -> super::logging::LogGuard {
     let level = match verbosity {
         0 | 1 => "info",
         2 | 3 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    // Colours only on a terminal: logs written to files stay greppable (`user=alice`).
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+    super::logging::init(level, super::logging::Sink::Stderr)
 }
 
 async fn shutdown_signal() {
@@ -387,7 +379,7 @@ async fn close_store(store: &dyn store::Store) {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> ExitCode {
-    init_logging(args.verbosity);
+    let _logs = init_logging(args.verbosity);
     let config = match config(&args) {
         Ok(c) => c,
         Err(e) => {

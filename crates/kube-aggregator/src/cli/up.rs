@@ -83,7 +83,7 @@ pub struct Args {
 }
 
 /// Why `up` stops early: one line for the terminal and the exit code.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Fail {
     code: u8,
     message: String,
@@ -210,7 +210,7 @@ fn create_private_dir(dir: &Path) -> Result<(), Fail> {
 
 /// Logs of the aggregator and the metrics server go to DIR/up.log (truncated on each start, once
 /// the store lock is ours), so the terminal shows only what `up` itself says.
-fn init_logging(path: &Path, verbosity: u8) -> Result<(), Fail> {
+fn init_logging(path: &Path, verbosity: u8) -> Result<super::logging::LogGuard, Fail> {
     let file = std::fs::File::create(path)
         .map_err(|e| failure(format!("creating the log file {}: {e}", path.display())))?;
     let level = match verbosity {
@@ -218,14 +218,10 @@ fn init_logging(path: &Path, verbosity: u8) -> Result<(), Fail> {
         2 | 3 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(std::sync::Mutex::new(file))
-        .try_init();
-    Ok(())
+    Ok(super::logging::init(
+        level,
+        super::logging::Sink::File(file),
+    ))
 }
 
 /// Opens the store, runs everything else, and closes the store whatever happened (that
@@ -243,14 +239,17 @@ async fn up(opts: &Opts, verbosity: u8) -> Result<(), Fail> {
             )),
             e => failure(format!("opening the store in {}: {e}", data.display())),
         })?;
-    let result = match init_logging(&opts.dir.join(LOG_FILE), verbosity) {
-        Ok(()) => up_with_store(opts, store.clone()).await,
-        Err(e) => Err(e),
+    let logs = init_logging(&opts.dir.join(LOG_FILE), verbosity);
+    let result = match &logs {
+        Ok(_) => up_with_store(opts, store.clone()).await,
+        Err(e) => Err(e.clone()),
     };
     match store.close().await {
         Ok(()) => tracing::info!("store closed"),
         Err(e) => tracing::warn!(error = %e, "closing the store"),
     }
+    // Every log line is in up.log before "Stopped." is printed.
+    drop(logs);
     if result.is_ok() {
         say("Stopped.");
     }
