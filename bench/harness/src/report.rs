@@ -227,7 +227,8 @@ pub fn cells(runs: &[Run]) -> Vec<Cell> {
         "nginx" => 1,
         "engine" => 2,
         "aggregator" => 3,
-        _ => 4,
+        "aggregator-h1" => 4,
+        _ => 5,
     };
     keys.sort_by(|a, b| (a.0.name(), a.1, rank(&a.2)).cmp(&(b.0.name(), b.1, rank(&b.2))));
     keys.iter()

@@ -51,11 +51,12 @@ struct Args {
     /// Rounds per cell; contenders rotate their order each round; cells report medians.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
-    /// Contenders: direct, nginx, engine (proxy::Engine alone), aggregator.
+    /// Contenders: direct, nginx, engine (proxy::Engine alone), aggregator, aggregator-h1
+    /// (`--proxy-backend-http2=false`: pooled HTTP/1.1 to the backend).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,nginx,engine,aggregator"
+        default_value = "direct,nginx,engine,aggregator,aggregator-h1"
     )]
     contenders: Vec<String>,
     /// Suites: proxy, apis, watch.
@@ -233,6 +234,8 @@ fn start_aggregator(
     args: &Args,
     port: u16,
     backend: SocketAddr,
+    name: &str,
+    extra: &[&str],
 ) -> anyhow::Result<Proc> {
     let services = env.work.join("services.yaml");
     std::fs::write(
@@ -266,12 +269,16 @@ fn start_aggregator(
         .arg("--service-map")
         .arg(&services)
         .arg("--store")
-        .arg(format!("embedded:{}", env.work.join("data").display()))
+        .arg(format!(
+            "embedded:{}",
+            env.work.join(name).join("data").display()
+        ))
+        .args(extra)
         .args(&args.serve_args);
     if args.access_log == "off" {
         cmd.env("RUST_LOG", "info,access=off");
     }
-    Proc::spawn("aggregator", &mut cmd, &env.logs)
+    Proc::spawn(name, &mut cmd, &env.logs)
 }
 
 async fn wait_ready(addr: SocketAddr, tls: &Tls, proc: &mut Proc) -> anyhow::Result<Client> {
@@ -475,7 +482,8 @@ fn run(args: &Args, work: &Path, rt: &tokio::runtime::Runtime) -> anyhow::Result
     let aggregator_addr = SocketAddr::from(([127, 0, 0, 1], aggregator_port));
     let mut aggregator_client = None;
     if wants("aggregator") || suites("apis") || suites("watch") {
-        let mut proc = start_aggregator(&env, args, aggregator_port, backend_addr)?;
+        let mut proc =
+            start_aggregator(&env, args, aggregator_port, backend_addr, "aggregator", &[])?;
         let client = rt.block_on(wait_ready(aggregator_addr, &env.tls, &mut proc))?;
         let wired = rt.block_on(register_backend(&client, &env))?;
         aggregator_client = Some(client);
@@ -499,6 +507,32 @@ fn run(args: &Args, work: &Path, rt: &tokio::runtime::Runtime) -> anyhow::Result
                     multi_process: false,
                 });
             }
+        }
+    }
+
+    // The same server with pooled HTTP/1.1 connections to the backend instead of HTTP/2.
+    if wants("aggregator-h1") {
+        let port = setup::free_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut proc = start_aggregator(
+            &env,
+            args,
+            port,
+            backend_addr,
+            "aggregator-h1",
+            &["--proxy-backend-http2=false"],
+        )?;
+        let client = rt.block_on(wait_ready(addr, &env.tls, &mut proc))?;
+        match rt.block_on(register_backend(&client, &env))? {
+            Ok(()) => contenders.push(Contender {
+                name: "aggregator-h1".into(),
+                addr,
+                proc: Some(proc),
+                multi_process: false,
+            }),
+            Err(answer) => notes.push(format!(
+                "aggregator-h1 does not proxy (its answer for {PATH}: {answer}); its column is missing"
+            )),
         }
     }
 
@@ -673,29 +707,34 @@ fn run(args: &Args, work: &Path, rt: &tokio::runtime::Runtime) -> anyhow::Result
     // Everything but the aggregator stops: the remaining suites measure it alone.
     let mut aggregator_proc = None;
     for c in contenders.drain(..) {
-        if c.name.starts_with("aggregator") {
+        // `aggregator-h1` stops too; only the default configuration goes on.
+        if c.name == "aggregator" || c.name == "aggregator-unwired" {
             aggregator_proc = c.proc;
         }
     }
 
     let mut apis_result = None;
-    if suites("apis")
-        && let Some(client) = &aggregator_client
-    {
-        apis_result = Some(rt.block_on(apis_suite(args, client, aggregator_addr, &scratch))?);
+    if suites("apis") && aggregator_client.is_some() {
+        // A fresh connection: the one made at start-up sat idle through the proxy suite and
+        // may be gone (its driver task is only polled inside `block_on`).
+        drop(aggregator_client.take());
+        let client = rt.block_on(Client::connect(aggregator_addr, &env.tls, TOKEN))?;
+        apis_result = Some(rt.block_on(apis_suite(args, &client, aggregator_addr, &scratch))?);
     }
 
     let mut watch_result = None;
     if suites("watch") && aggregator_proc.is_some() {
         // A fresh process, so the figures start from a fresh heap.
         drop(aggregator_proc.take());
-        let mut proc = start_aggregator(&env, args, aggregator_port, backend_addr)?;
+        let mut proc =
+            start_aggregator(&env, args, aggregator_port, backend_addr, "aggregator", &[])?;
         let client = rt.block_on(wait_ready(aggregator_addr, &env.tls, &mut proc))?;
         let mut result = rt.block_on(watch_suite(args, &env, &client, aggregator_addr, &proc))?;
         drop(client);
         drop(proc);
         // The same number of watches over HTTP/2, on a fresh process again.
-        let mut proc = start_aggregator(&env, args, aggregator_port, backend_addr)?;
+        let mut proc =
+            start_aggregator(&env, args, aggregator_port, backend_addr, "aggregator", &[])?;
         let client = rt.block_on(wait_ready(aggregator_addr, &env.tls, &mut proc))?;
         let (before, with) =
             rt.block_on(h2_watches(args, &env, &client, aggregator_addr, &proc))?;
@@ -1056,7 +1095,7 @@ fn targets(
             .iter()
             .find(|x| x.proto == proto && x.concurrency == c && x.contender == who)
     };
-    for who in ["aggregator", "engine"] {
+    for who in ["aggregator", "aggregator-h1", "engine"] {
         if !cells.iter().any(|c| c.contender == who) {
             continue;
         }
