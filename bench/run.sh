@@ -7,7 +7,7 @@
 #
 # Usage: bench/run.sh [--quick] [bench-run flags…]   (bench/README.md lists them)
 #        bench/run.sh --with-pki --with-store …       also runs bench/pki and bench/store
-# Honours CARGO_TARGET_DIR. Takes ~8 minutes in full (--quick: ~2 minutes) on 2 cores, after
+# Honours CARGO_TARGET_DIR. Takes ~12 minutes in full (--quick: ~2 minutes) on 2 cores, after
 # the build. Not a test: it prints numbers and fails only when something cannot run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
