@@ -104,6 +104,10 @@ pub struct Apis {
     pub legacy_bytes: usize,
     /// Aggregated `/apis`, 200s.
     pub aggregated: Option<Outcome>,
+    /// Aggregated `/apis` with `Accept-Encoding: gzip` (as client-go sends), 200s.
+    pub aggregated_gzip: Option<Outcome>,
+    /// Size of the gzip-compressed aggregated document, bytes (0 when not compressed).
+    pub aggregated_gzip_bytes: usize,
     /// Aggregated `/apis` with a matching `If-None-Match`: 304s.
     pub not_modified: Option<Outcome>,
     /// Legacy `/apis`.
@@ -348,12 +352,21 @@ pub fn markdown(report: &Report) -> String {
     if let Some(a) = &report.apis {
         let _ = writeln!(
             s,
-            "#### `/apis` with {} APIServices (c={}; aggregated document {} bytes, legacy {} bytes; registered in {:.1} s)\n",
-            a.apiservices, a.concurrency, a.aggregated_bytes, a.legacy_bytes, a.register_seconds
+            "#### `/apis` with {} APIServices (c={}; aggregated document {} bytes, {} gzip-compressed, legacy {} bytes; registered in {:.1} s)\n",
+            a.apiservices,
+            a.concurrency,
+            a.aggregated_bytes,
+            a.aggregated_gzip_bytes,
+            a.legacy_bytes,
+            a.register_seconds
         );
         s.push_str("| request | req/s | p50 µs | p99 µs | failures |\n|---|---:|---:|---:|---:|\n");
         for (name, o) in [
             ("aggregated v2, 200", &a.aggregated),
+            (
+                "aggregated v2, Accept-Encoding: gzip (as kubectl), 200",
+                &a.aggregated_gzip,
+            ),
             ("aggregated v2, If-None-Match → 304", &a.not_modified),
             ("legacy APIGroupList, 200", &a.legacy),
         ] {

@@ -71,9 +71,51 @@ pub struct ServingState {
     pub versions: HashMap<(String, String), Arc<APIService>>,
     /// The `v1.` APIService, which owns `/api`.
     pub core: Option<Arc<APIService>>,
+    /// Gzip copies of the `/apis` documents, made on first request (once per snapshot).
+    pub gzipped: Arc<Gzipped>,
+}
+
+/// Documents at least this large are sent gzip-compressed to clients that accept it (client-go
+/// and kubectl always do). Upstream compresses responses over 128 KiB per request; ours are
+/// compressed once per snapshot, so smaller documents are worth it too.
+pub const GZIP_MIN_BYTES: usize = 8 << 10;
+
+/// Lazily compressed copies of the three `/apis` documents.
+#[derive(Debug, Default)]
+pub struct Gzipped {
+    legacy: std::sync::OnceLock<Bytes>,
+    v2: std::sync::OnceLock<Bytes>,
+    v2beta1: std::sync::OnceLock<Bytes>,
+}
+
+/// `body` gzip-compressed (level 6, as Go's default).
+pub fn gzip(body: &[u8]) -> Bytes {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 6),
+        flate2::Compression::default(),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(body);
+    Bytes::from(encoder.finish().unwrap_or_default())
 }
 
 impl ServingState {
+    /// The `/apis` document for `v` (`None`: the legacy APIGroupList) and whether it is the
+    /// gzip-compressed copy: compressed when `accepts_gzip` and the document is large enough.
+    pub fn apis_body(&self, v: Option<DiscoveryVersion>, accepts_gzip: bool) -> (Bytes, bool) {
+        let (plain, cell) = match v {
+            None => (&self.apis_legacy, &self.gzipped.legacy),
+            Some(DiscoveryVersion::V2) => (&self.apis_v2, &self.gzipped.v2),
+            Some(DiscoveryVersion::V2beta1) => (&self.apis_v2beta1, &self.gzipped.v2beta1),
+        };
+        if accepts_gzip && plain.len() >= GZIP_MIN_BYTES {
+            (cell.get_or_init(|| gzip(plain)).clone(), true)
+        } else {
+            (plain.clone(), false)
+        }
+    }
+
     /// The aggregated `/apis` document for `v`.
     pub fn apis_aggregated(&self, v: DiscoveryVersion) -> &Bytes {
         match v {
@@ -319,6 +361,7 @@ pub fn derive(snapshot: Arc<Snapshot>, backend: &BackendDiscovery) -> ServingSta
         groups: groups_json,
         versions,
         core,
+        gzipped: Arc::default(),
     }
 }
 

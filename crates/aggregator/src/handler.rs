@@ -633,8 +633,20 @@ fn apis(serving: &ServingState, req: &Request<Body>, aggregated_allowed: bool) -
         Some(t) if t == DISCOVERY_V2BETA1 => Some(DiscoveryVersion::V2beta1),
         _ => None,
     };
+    let gzip = accepts_gzip(req);
+    let body = |v: Option<DiscoveryVersion>, content_type| {
+        let (bytes, gzipped) = serving.apis_body(v, gzip);
+        let mut r = response::bytes(StatusCode::OK, content_type, bytes);
+        if gzipped {
+            r.headers_mut().insert(
+                http::header::CONTENT_ENCODING,
+                HeaderValue::from_static("gzip"),
+            );
+        }
+        r
+    };
     let mut r = match version {
-        None => response::bytes(StatusCode::OK, response::JSON, serving.apis_legacy.clone()),
+        None => body(None, response::JSON),
         Some(v) => {
             let inm = req
                 .headers()
@@ -645,11 +657,7 @@ fn apis(serving: &ServingState, req: &Request<Body>, aggregated_allowed: bool) -
                 *r.status_mut() = StatusCode::NOT_MODIFIED;
                 r
             } else {
-                response::bytes(
-                    StatusCode::OK,
-                    v.content_type(),
-                    serving.apis_aggregated(v).clone(),
-                )
+                body(Some(v), v.content_type())
             };
             if let Ok(tag) = HeaderValue::from_str(&serving.apis_etag) {
                 r.headers_mut().insert(ETAG, tag);
@@ -660,8 +668,28 @@ fn apis(serving: &ServingState, req: &Request<Body>, aggregated_allowed: bool) -
         }
     };
     r.headers_mut()
-        .insert(VARY, HeaderValue::from_static("Accept"));
+        .insert(VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
     r
+}
+
+/// Whether `Accept-Encoding` allows gzip (`gzip` or `*` without `q=0`).
+fn accepts_gzip(req: &Request<Body>) -> bool {
+    req.headers()
+        .get_all(http::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or_default().trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
 }
 
 fn openapi_accepts_json(req: &Request<Body>) -> bool {

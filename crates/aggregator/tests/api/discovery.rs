@@ -83,7 +83,7 @@ async fn discovery_order_negotiation_and_caching() -> Result<()> {
         r.header("content-type"),
         Some("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList")
     );
-    assert_eq!(r.header("vary"), Some("Accept"));
+    assert_eq!(r.header("vary"), Some("Accept, Accept-Encoding"));
     assert_eq!(r.header("cache-control"), Some("public"));
     let etag = r.header("etag").unwrap_or_default().to_owned();
     assert!(etag.starts_with('"') && etag.len() == 130, "{etag}");
@@ -207,6 +207,68 @@ async fn discovery_order_negotiation_and_caching() -> Result<()> {
         .get("/apis/nobody.example.com/v1/things")
         .await?
         .expect(404)?;
+    Ok(())
+}
+
+/// Large `/apis` documents go gzip-compressed to clients that accept it (as client-go does),
+/// with the same ETag; small ones and clients without gzip get them as they are.
+#[tokio::test]
+async fn large_discovery_documents_are_gzipped_for_clients_that_accept_it() -> Result<()> {
+    use std::io::Read as _;
+    let s = TestServer::start().await?;
+    let admin = s.client(Who::Admin);
+    let gunzip = |b: &[u8]| -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(b).read_to_end(&mut out)?;
+        Ok(out)
+    };
+    // One group: well under the threshold, never compressed.
+    let r = admin
+        .get_with("/apis", &[("accept-encoding", "gzip")])
+        .await?;
+    assert_eq!(r.header("content-encoding"), None);
+    r.expect(200)?;
+
+    for i in 0..120 {
+        admin
+            .post_json(API, &remote(&format!("g{i:03}.example.com"), "v1", 100, 15))
+            .await?
+            .expect(201)?;
+    }
+    wait_groups(&admin, 121).await?;
+    for accept in ["application/json", AGGREGATED] {
+        let plain = admin.get_with("/apis", &[("accept", accept)]).await?;
+        assert_eq!(plain.header("content-encoding"), None);
+        assert!(plain.body.len() >= 8 << 10, "{}", plain.body.len());
+        for encoding in ["gzip", "br;q=1.0, gzip;q=0.8", "*"] {
+            let gz = admin
+                .get_with(
+                    "/apis",
+                    &[("accept", accept), ("accept-encoding", encoding)],
+                )
+                .await?;
+            assert_eq!(gz.header("content-encoding"), Some("gzip"), "{encoding}");
+            assert_eq!(gz.header("vary"), Some("Accept, Accept-Encoding"));
+            assert_eq!(gz.header("etag"), plain.header("etag"));
+            assert!(gz.body.len() * 4 < plain.body.len(), "{}", gz.body.len());
+            assert_eq!(
+                gunzip(&gz.body)?,
+                plain.body.to_vec(),
+                "{accept} {encoding}"
+            );
+        }
+        // Refused by q=0, or another coding only: uncompressed.
+        for encoding in ["gzip;q=0", "br", "identity"] {
+            let r = admin
+                .get_with(
+                    "/apis",
+                    &[("accept", accept), ("accept-encoding", encoding)],
+                )
+                .await?;
+            assert_eq!(r.header("content-encoding"), None, "{encoding}");
+            assert_eq!(r.body, plain.body);
+        }
+    }
     Ok(())
 }
 
