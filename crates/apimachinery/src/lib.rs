@@ -23,6 +23,7 @@ pub mod negotiate;
 pub mod selector;
 pub mod status;
 pub mod table;
+pub mod ttl_cache;
 pub mod validation;
 pub mod version;
 pub mod watch;

@@ -3,10 +3,10 @@
 //! either a SubjectAccessReview to kube-apiserver (`--authorization-kubeconfig`, decisions
 //! cached 10 s allowed and 10 s denied) or the local policy.
 
-use std::collections::HashMap;
+use apimachinery::ttl_cache::TtlCache;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use apimachinery::{GroupResource, Status};
@@ -27,7 +27,7 @@ pub const SYSTEM_MASTERS: &str = "system:masters";
 const REVIEW_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Upper bound of cached decisions; past it, expired entries are dropped, then everything.
-const CACHE_CAPACITY: usize = 8192;
+const CACHE_CAPACITY: usize = apimachinery::ttl_cache::DEFAULT_CAPACITY;
 
 /// An authorization decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +140,7 @@ pub struct Webhook {
     reviewer: Arc<dyn Reviewer>,
     authorized_ttl: Duration,
     unauthorized_ttl: Duration,
-    cache: Mutex<HashMap<String, (Instant, Decision)>>,
+    cache: TtlCache<String, Decision>,
 }
 
 impl Webhook {
@@ -155,18 +155,14 @@ impl Webhook {
             reviewer,
             authorized_ttl,
             unauthorized_ttl,
-            cache: Mutex::new(HashMap::new()),
+            cache: TtlCache::new(CACHE_CAPACITY),
         }
     }
 
     async fn decide(&self, spec: SubjectAccessReviewSpec) -> Result<Decision, Error> {
         let key = serde_json::to_string(&spec).unwrap_or_default();
-        let now = Instant::now();
-        if let Ok(cache) = self.cache.lock()
-            && let Some((expires, decision)) = cache.get(&key)
-            && *expires > now
-        {
-            return Ok(decision.clone());
+        if let Some(decision) = self.cache.get(&key, Instant::now().into_std()) {
+            return Ok(decision);
         }
         let status = self.reviewer.review(spec).await?;
         let decision = if status.allowed && status.denied != Some(true) {
@@ -185,18 +181,8 @@ impl Webhook {
             Decision::Allow => self.authorized_ttl,
             Decision::Deny(_) => self.unauthorized_ttl,
         };
-        if !ttl.is_zero()
-            && let Ok(mut cache) = self.cache.lock()
-        {
-            let now = Instant::now();
-            if cache.len() >= CACHE_CAPACITY {
-                cache.retain(|_, (expires, _)| *expires > now);
-                if cache.len() >= CACHE_CAPACITY {
-                    cache.clear();
-                }
-            }
-            cache.insert(key, (now + ttl, decision.clone()));
-        }
+        self.cache
+            .insert(key, decision.clone(), ttl, Instant::now().into_std());
         Ok(decision)
     }
 }

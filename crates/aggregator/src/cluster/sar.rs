@@ -17,8 +17,8 @@
 //! keyed by the whole review; a failed review is never cached and is answered 500, as upstream
 //! (never allowed).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use apimachinery::ttl_cache::TtlCache;
+use std::sync::Arc;
 use std::time::Duration;
 
 use front_proxy::UserInfo;
@@ -36,7 +36,7 @@ use crate::request_info::RequestInfo;
 const REVIEW_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Upper bound of cached decisions.
-pub const CACHE_CAPACITY: usize = 8192;
+pub const CACHE_CAPACITY: usize = apimachinery::ttl_cache::DEFAULT_CAPACITY;
 
 /// Sends one SubjectAccessReview.
 pub trait AccessReviewer: Send + Sync + 'static {
@@ -134,7 +134,7 @@ pub struct DelegatedAuthorizer {
     reviewer: Arc<dyn AccessReviewer>,
     authorized_ttl: Duration,
     unauthorized_ttl: Duration,
-    cache: Mutex<HashMap<String, (Instant, Decision)>>,
+    cache: TtlCache<String, Decision>,
 }
 
 impl std::fmt::Debug for DelegatedAuthorizer {
@@ -163,7 +163,7 @@ impl DelegatedAuthorizer {
             reviewer,
             authorized_ttl,
             unauthorized_ttl,
-            cache: Mutex::new(HashMap::new()),
+            cache: TtlCache::new(CACHE_CAPACITY),
         }
     }
 
@@ -188,12 +188,8 @@ impl DelegatedAuthorizer {
         }
         let spec = review_spec(user, info);
         let key = serde_json::to_string(&spec).unwrap_or_default();
-        let now = Instant::now();
-        if let Ok(cache) = self.cache.lock()
-            && let Some((expires, decision)) = cache.get(&key)
-            && *expires > now
-        {
-            return Ok(decision.clone());
+        if let Some(decision) = self.cache.get(&key, Instant::now().into_std()) {
+            return Ok(decision);
         }
         let status = self.reviewer.review(spec).await?;
         let decision = if status.allowed && status.denied != Some(true) {
@@ -212,18 +208,8 @@ impl DelegatedAuthorizer {
             Decision::Allow => self.authorized_ttl,
             Decision::Deny(_) => self.unauthorized_ttl,
         };
-        if !ttl.is_zero()
-            && let Ok(mut cache) = self.cache.lock()
-        {
-            let now = Instant::now();
-            if cache.len() >= CACHE_CAPACITY {
-                cache.retain(|_, (expires, _)| *expires > now);
-                if cache.len() >= CACHE_CAPACITY {
-                    cache.clear();
-                }
-            }
-            cache.insert(key, (now + ttl, decision.clone()));
-        }
+        self.cache
+            .insert(key, decision.clone(), ttl, Instant::now().into_std());
         Ok(decision)
     }
 }
@@ -232,6 +218,7 @@ impl DelegatedAuthorizer {
 mod tests {
     use super::*;
     use crate::authz::AbacPolicy;
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     struct Rbac {

@@ -4,8 +4,8 @@
 //! `--authentication-token-webhook-cache-ttl` (10 s), keyed by the token's SHA-256 (tokens are
 //! never kept), in a bounded cache; a failed review is never cached and is a 401 (fail closed).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use apimachinery::ttl_cache::TtlCache;
+use std::sync::Arc;
 use std::time::Duration;
 
 use front_proxy::UserInfo;
@@ -18,7 +18,7 @@ use crate::forward::BoxFuture;
 const REVIEW_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Upper bound of cached answers; past it expired entries go, then everything.
-pub const CACHE_CAPACITY: usize = 8192;
+pub const CACHE_CAPACITY: usize = apimachinery::ttl_cache::DEFAULT_CAPACITY;
 
 /// Sends one TokenReview.
 pub trait TokenReviewer: Send + Sync + 'static {
@@ -78,7 +78,7 @@ type Key = [u8; 32];
 pub struct TokenReviewAuthenticator {
     reviewer: Arc<dyn TokenReviewer>,
     ttl: Duration,
-    cache: Mutex<HashMap<Key, (Instant, Option<UserInfo>)>>,
+    cache: TtlCache<Key, Option<UserInfo>>,
 }
 
 impl std::fmt::Debug for TokenReviewAuthenticator {
@@ -102,7 +102,7 @@ impl TokenReviewAuthenticator {
         TokenReviewAuthenticator {
             reviewer,
             ttl,
-            cache: Mutex::new(HashMap::new()),
+            cache: TtlCache::new(CACHE_CAPACITY),
         }
     }
 
@@ -110,12 +110,8 @@ impl TokenReviewAuthenticator {
     /// `Err` when the review could not be made.
     pub async fn authenticate(&self, token: &str) -> Result<Option<UserInfo>, String> {
         let k = key(token);
-        let now = Instant::now();
-        if let Ok(cache) = self.cache.lock()
-            && let Some((expires, answer)) = cache.get(&k)
-            && *expires > now
-        {
-            return Ok(answer.clone());
+        if let Some(answer) = self.cache.get(&k, Instant::now().into_std()) {
+            return Ok(answer);
         }
         let status = self.reviewer.review(token.to_owned()).await?;
         let answer = if status.authenticated == Some(true) {
@@ -132,24 +128,14 @@ impl TokenReviewAuthenticator {
             }
             None
         };
-        if !self.ttl.is_zero()
-            && let Ok(mut cache) = self.cache.lock()
-        {
-            let now = Instant::now();
-            if cache.len() >= CACHE_CAPACITY {
-                cache.retain(|_, (expires, _)| *expires > now);
-                if cache.len() >= CACHE_CAPACITY {
-                    cache.clear();
-                }
-            }
-            cache.insert(k, (now + self.ttl, answer.clone()));
-        }
+        self.cache
+            .insert(k, answer.clone(), self.ttl, Instant::now().into_std());
         Ok(answer)
     }
 
     /// Cached entries (tests, metrics).
     pub fn cached(&self) -> usize {
-        self.cache.lock().map(|c| c.len()).unwrap_or_default()
+        self.cache.len()
     }
 }
 
