@@ -195,34 +195,9 @@ impl Backend {
         self.addr = listener.local_addr()?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&self.shared.config)?));
         let shared = self.shared.clone();
-        let _guard = runtime.enter();
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        runtime.spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                };
-                let acceptor = acceptor.clone();
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let peer =
-                        PeerCertificates::from_presented(tls.get_ref().1.peer_certificates());
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let shared = shared.clone();
-                        let peer = peer.clone();
-                        async move { Ok::<_, Infallible>(handle(shared, peer, req).await) }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                        .await;
-                });
-            }
-        });
-        drop(_guard);
+        spawn_tls_server(&runtime, listener, acceptor, move |peer, req| {
+            handle(shared.clone(), peer, req)
+        })?;
         self.runtime = Some(runtime);
         Ok(())
     }
@@ -410,6 +385,50 @@ fn event(kind: &str, gv: &str, name: &str) -> Bytes {
 
 fn user_json(user: &UserInfo) -> Value {
     json!({"name": user.name, "uid": user.uid, "groups": user.groups, "extra": user.extra})
+}
+
+/// Serves TLS connections from `listener` on `runtime` (HTTP/1.1 with upgrades, or HTTP/2),
+/// handing each request to `handler` with the connection's presented certificates, as a
+/// k8s.io/apiserver server would before authenticating.
+pub(crate) fn spawn_tls_server<F, Fut, B>(
+    runtime: &tokio::runtime::Runtime,
+    listener: StdListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    handler: F,
+) -> std::io::Result<()>
+where
+    F: Fn(PeerCertificates, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let _guard = runtime.enter();
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    runtime.spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                // Out of descriptors and the like: do not spin.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let peer = PeerCertificates::from_presented(tls.get_ref().1.peer_certificates());
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let response = handler(peer.clone(), req);
+                    async move { Ok::<_, Infallible>(response.await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    Ok(())
 }
 
 async fn handle(

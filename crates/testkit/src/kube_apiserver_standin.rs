@@ -31,8 +31,6 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
@@ -164,33 +162,9 @@ impl KubeApiserverStandin {
         let addr = listener.local_addr()?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&shared.config)?));
         let s = shared.clone();
-        let guard = runtime.enter();
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        runtime.spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let acceptor = acceptor.clone();
-                let shared = s.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let peer =
-                        PeerCertificates::from_presented(tls.get_ref().1.peer_certificates());
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let shared = shared.clone();
-                        let peer = peer.clone();
-                        async move { Ok::<_, Infallible>(handle(shared, peer, req).await) }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
-            }
-        });
-        drop(guard);
+        crate::backend::spawn_tls_server(&runtime, listener, acceptor, move |peer, req| {
+            handle(s.clone(), peer, req)
+        })?;
         Ok(KubeApiserverStandin {
             addr,
             shared,
