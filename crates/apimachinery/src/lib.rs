@@ -20,6 +20,7 @@ pub mod duration;
 pub mod etag;
 pub mod field;
 pub mod negotiate;
+pub mod review;
 pub mod selector;
 pub mod status;
 pub mod table;

@@ -165,17 +165,9 @@ impl Webhook {
             return Ok(decision);
         }
         let status = self.reviewer.review(spec).await?;
-        let decision = if status.allowed && status.denied != Some(true) {
-            Decision::Allow
-        } else {
-            let mut reason = status.reason.unwrap_or_default();
-            if let Some(e) = status.evaluation_error.filter(|e| !e.is_empty()) {
-                if !reason.is_empty() {
-                    reason.push_str(", ");
-                }
-                reason.push_str(&e);
-            }
-            Decision::Deny(reason)
+        let decision = match apimachinery::review::access_denial(status) {
+            None => Decision::Allow,
+            Some(reason) => Decision::Deny(reason),
         };
         let ttl = match decision {
             Decision::Allow => self.authorized_ttl,
